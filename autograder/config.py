@@ -1,0 +1,181 @@
+"""The per-assignment config (``assignments/<name>/assignment.toml``), read into frozen dataclasses.
+
+Unknown keys and wrong types are errors that name the key: a typo in a threshold must not silently grade a
+whole class with the default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CONFIG_NAME = "assignment.toml"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ASSIGNMENTS_DIR = REPO_ROOT / "assignments"
+
+
+class ConfigError(ValueError):
+    """The assignment config is missing or wrong; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Training:
+    """The budget under which the grader trains each student's model."""
+
+    epochs: int = 1  # passes over the training images
+    batch_size: int = 64
+    optimizer: str = "sgd"  # "sgd" or "adam"
+    lr: float = 0.01
+    momentum: float = 0.9  # SGD only
+    seed: int = 0  # seeds Python, NumPy and torch before construction and training
+    holdout: int = 10_000  # training images kept out of training, to check the student's evaluate()
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """How test accuracy of the trained weights turns into points."""
+
+    threshold: float = 0.94  # full points at or above
+    floor: float = 0.5  # no points at or below; linear in between
+    margin: float = 0.0  # within this below threshold, retrain with a second seed before taking points
+    calibration: str = ""  # the calibration run this threshold came from
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-submission limits for the sandboxed run."""
+
+    wall_seconds: float = 300.0
+    memory_mb: int = 3072  # resident memory of the whole process tree
+    processes: int = 64
+    output_bytes: int = 1_000_000  # stdout + stderr kept
+    scratch_mb: int = 256
+
+
+@dataclass(frozen=True)
+class Assignment:
+    name: str
+    notebook: str  # file name of the source notebook in the assignment folder
+    module_cells: tuple[str, ...]  # grade_ids of the cells the grader runs, in notebook order
+    points: dict[str, float] = field(default_factory=dict)  # part -> points; grade cell "test_<part>"
+    training: Training = Training()
+    accuracy: Accuracy = Accuracy()
+    limits: Limits = Limits()
+    folder: Path = Path(".")
+
+    @property
+    def total_points(self) -> float:
+        return float(sum(self.points.values()))
+
+    @property
+    def source_notebook(self) -> Path:
+        return self.folder / self.notebook
+
+
+def _check_type(value, annotation, where: str):
+    origin = typing.get_origin(annotation)
+    if annotation is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return float(value) if ok else _wrong(where, "a number", value)
+    if annotation is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return value if ok else _wrong(where, "an integer", value)
+    if annotation is str:
+        return value if isinstance(value, str) else _wrong(where, "a string", value)
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            _wrong(where, "a list of strings", value)
+        return tuple(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            _wrong(where, "a table", value)
+        return {k: _check_type(v, float, f"{where}.{k}") for k, v in value.items()}
+    raise AssertionError(f"unsupported annotation {annotation}")
+
+
+def _wrong(where: str, expected: str, value):
+    raise ConfigError(f"{where} must be {expected}, not {value!r}")
+
+
+def _build(cls, table: dict, where: str):
+    if not isinstance(table, dict):
+        _wrong(where, "a table", table)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "folder"}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in [{where}]; "
+                          f"known keys: {', '.join(fields)}")
+    values = {}
+    for name, value in table.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value, f"{where}.{name}" if where else name)
+        else:
+            values[name] = _check_type(value, hint, f"{where}.{name}" if where else name)
+    missing = [n for n, f in fields.items() if n not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"missing key{'s' if len(missing) > 1 else ''} {', '.join(missing)} in [{where or 'top level'}]")
+    return cls(**values)
+
+
+def load(path: Path) -> Assignment:
+    """Read one assignment.toml (or the folder that holds it)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CONFIG_NAME
+    try:
+        with path.open("rb") as f:
+            table = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"no assignment config at {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    try:
+        assignment = _build(Assignment, table, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    problems = _validate(assignment)
+    if problems:
+        raise ConfigError(f"{path}: " + "; ".join(problems))
+    return dataclasses.replace(assignment, folder=path.parent)
+
+
+def _validate(a: Assignment) -> list[str]:
+    problems = []
+    if not a.points:
+        problems.append("[points] must list at least one part")
+    problems += [f"points.{k} must not be negative" for k, v in a.points.items() if v < 0]
+    if a.training.optimizer not in ("sgd", "adam"):
+        problems.append(f"training.optimizer must be 'sgd' or 'adam', not {a.training.optimizer!r}")
+    for name in ("epochs", "batch_size"):
+        if getattr(a.training, name) < 1:
+            problems.append(f"training.{name} must be at least 1")
+    if not 0 <= a.training.holdout < 60_000:
+        problems.append("training.holdout must be between 0 and 59999")
+    if not 0 <= a.accuracy.floor < a.accuracy.threshold <= 1:
+        problems.append("accuracy needs 0 <= floor < threshold <= 1")
+    if a.accuracy.margin < 0:
+        problems.append("accuracy.margin must not be negative")
+    for name in ("wall_seconds", "memory_mb", "processes", "output_bytes", "scratch_mb"):
+        if getattr(a.limits, name) <= 0:
+            problems.append(f"limits.{name} must be positive")
+    return problems
+
+
+def find(name: str, *, root: Path = ASSIGNMENTS_DIR) -> Assignment:
+    """Load the assignment called `name` from the assignments folder, with a message that lists the choices."""
+    folder = Path(root) / name
+    if not (folder / CONFIG_NAME).is_file():
+        known = sorted(p.parent.name for p in Path(root).glob(f"*/{CONFIG_NAME}"))
+        raise ConfigError(f"no assignment {name!r} in {root} (known: {', '.join(known) or 'none'})")
+    return load(folder)

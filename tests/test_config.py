@@ -1,0 +1,61 @@
+"""The typed assignment config: the real one loads; unknown keys and wrong types are named."""
+
+from __future__ import annotations
+
+import pytest
+
+from autograder import config
+
+
+def test_real_config_loads(assignment):
+    assert assignment.name == "cnn_mnist"
+    assert assignment.total_points == 100
+    assert set(assignment.points) == {"shapes", "net", "device", "training", "evaluate", "accuracy"}
+    assert assignment.source_notebook.is_file()
+    assert 0 < assignment.accuracy.floor < assignment.accuracy.threshold <= 1
+
+
+def write(tmp_path, text):
+    (tmp_path / "assignment.toml").write_text(text)
+    return tmp_path
+
+
+BASE = 'name = "a"\nnotebook = "a.ipynb"\nmodule_cells = ["x"]\n[points]\nshapes = 10\n'
+
+
+def test_minimal_config_takes_defaults(tmp_path):
+    a = config.load(write(tmp_path, BASE))
+    assert a.training.epochs == 1 and a.limits.memory_mb == 3072 and a.folder == tmp_path
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("[training]\nepoch = 2\n", "unknown key epoch in [training]"),
+    ("[training]\nepochs = '2'\n", "training.epochs must be an integer"),
+    ("[training]\nepochs = true\n", "training.epochs must be an integer"),
+    ("[accuracy]\nthreshold = 0.3\nfloor = 0.5\n", "floor < threshold"),
+    ("[training]\noptimizer = 'rmsprop'\n", "training.optimizer must be 'sgd' or 'adam'"),
+    ("[limits]\nmemory_mb = 0\n", "limits.memory_mb must be positive"),
+    ("[grading]\nx = 1\n", "unknown key grading"),
+])
+def test_bad_configs_name_the_key(tmp_path, extra, message):
+    with pytest.raises(config.ConfigError) as err:
+        config.load(write(tmp_path, BASE + extra))
+    assert message in str(err.value)
+    assert "assignment.toml" in str(err.value)
+
+
+def test_missing_required_key(tmp_path):
+    with pytest.raises(config.ConfigError, match="missing key module_cells"):
+        config.load(write(tmp_path, 'name = "a"\nnotebook = "a.ipynb"\n'))
+
+
+def test_unknown_assignment_lists_known(tmp_path):
+    (tmp_path / "lab1").mkdir()
+    write(tmp_path / "lab1", BASE)
+    with pytest.raises(config.ConfigError, match=r"no assignment 'lab2' .*known: lab1"):
+        config.find("lab2", root=tmp_path)
+
+
+def test_invalid_toml(tmp_path):
+    with pytest.raises(config.ConfigError, match="not valid TOML"):
+        config.load(write(tmp_path, "name = \n"))
