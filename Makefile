@@ -9,6 +9,7 @@ export MNIST_DIR := $(if $(MNIST_DIR),$(abspath $(MNIST_DIR)),)
 
 demo: $(VENV)/.installed  ## release the assignment, then grade the bundled sample submissions
 	$(VENV)/bin/autograder release cnn_mnist
+	$(VENV)/bin/autograder grade samples/cnn_mnist --assignment cnn_mnist --out out/demo
 
 test: $(VENV)/.installed  ## run the test suite
 	$(PY) -m pytest -q

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from . import config
 
@@ -26,6 +27,43 @@ def _release(args) -> int:
     return 0
 
 
+def _grade(args) -> int:
+    from . import gradebook, grade, report, submissions
+
+    assignment = config.find(args.assignment)
+    subs = submissions.collect(Path(args.submissions), assignment=assignment.name)
+    out = Path(args.out or Path("out") / assignment.name)
+    options = grade.Options(device=grade.resolve_device(args.device), jobs=args.jobs, force=args.force,
+                            require_sandbox=args.require_sandbox)
+    ids = {s.student_id for s in subs}
+    results = [r for r in grade.grade(assignment, subs, out, options, progress=grade.Progress())
+               if r.student_id in ids]
+    parts = list(assignment.points)
+    report.write_grades_csv(results, out / "grades.csv", parts)
+    report.write_feedback(results, out, args.lang, assignment_title=assignment.name)
+    gradebook.record(args.db or gradebook.default_db_url(out), assignment, results)
+    print(report.summary_table(results, parts))
+    print(f"\ngrades: {out / 'grades.csv'}   feedback: {out / 'feedback'}   gradebook: {args.db or out / 'gradebook.db'}")
+    return 0
+
+
+def _validate(args) -> int:
+    import tempfile
+
+    from . import grade, report
+    from .submissions import Submission
+
+    assignment = config.find(args.assignment)
+    path = Path(args.notebook)
+    sub = Submission(student_id=path.stem or "notebook", notebook=path.read_bytes(), source=str(path))
+    options = grade.Options(device=grade.resolve_device(args.device), jobs=1, force=True,
+                            require_sandbox=args.require_sandbox)
+    with tempfile.TemporaryDirectory(prefix="autograder-validate-") as out:
+        [result] = grade.grade(assignment, [sub], Path(out), options)
+    print(report.feedback_text(result, lang=args.lang))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autograder", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (default: warnings only)")
@@ -36,7 +74,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true",
                    help="change nothing; exit 1 and name the files when release/ or solutions/ is stale")
     p.set_defaults(func=_release)
+
+    p = commands.add_parser("grade", help="grade a class: sandboxed runs, hidden checks, grades.csv, feedback, gradebook")
+    p.add_argument("submissions", help="a folder of <student>.ipynb, nbgrader's submitted/ tree, or a .zip of either")
+    p.add_argument("--assignment", default="cnn_mnist", help="assignment folder name (default: cnn_mnist)")
+    _run_options(p)
+    p.add_argument("--jobs", type=int, default=0, help="sandboxes at once (default: the number of cores)")
+    p.add_argument("--out", help="output folder (default: out/<assignment>)")
+    p.add_argument("--db", help="nbgrader gradebook URL (default: sqlite:///<out>/gradebook.db)")
+    p.add_argument("--force", action="store_true", help="grade again students already graded in --out")
+    p.set_defaults(func=_grade)
+
+    p = commands.add_parser("validate", help="grade one notebook and print its report (visible checks, accuracy run)")
+    p.add_argument("notebook", help="the .ipynb to check")
+    p.add_argument("--assignment", default="cnn_mnist", help="assignment folder name (default: cnn_mnist)")
+    _run_options(p)
+    p.set_defaults(func=_validate)
     return parser
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where students' training and the accuracy evaluation run (default: auto)")
+    p.add_argument("--lang", choices=["ja", "en"], default="ja", help="language of the feedback (default: ja)")
+    p.add_argument("--require-sandbox", action="store_true",
+                   help="refuse to grade when bubblewrap is unavailable (default: warn and grade with limits only)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .sandbox import Limits  # the sandbox's own limits type: [limits] maps onto it field by field
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -50,22 +52,12 @@ class Accuracy:
 
 
 @dataclass(frozen=True)
-class Limits:
-    """Per-submission limits for the sandboxed run."""
-
-    wall_seconds: float = 300.0
-    memory_mb: int = 3072  # resident memory of the whole process tree
-    processes: int = 64
-    output_bytes: int = 1_000_000  # stdout + stderr kept
-    scratch_mb: int = 256
-
-
-@dataclass(frozen=True)
 class Assignment:
     name: str
     notebook: str  # file name of the source notebook in the assignment folder
     module_cells: tuple[str, ...]  # grade_ids of the cells the grader runs, in notebook order
     points: dict[str, float] = field(default_factory=dict)  # part -> points; grade cell "test_<part>"
+    check_points: dict[str, float] = field(default_factory=dict)  # "part.check" -> fixed points within its part
     training: Training = Training()
     accuracy: Accuracy = Accuracy()
     limits: Limits = Limits()
@@ -155,6 +147,16 @@ def _validate(a: Assignment) -> list[str]:
     if not a.points:
         problems.append("[points] must list at least one part")
     problems += [f"points.{k} must not be negative" for k, v in a.points.items() if v < 0]
+    for key, value in a.check_points.items():
+        part = key.split(".")[0]
+        if part not in a.points or "." not in key:
+            problems.append(f"check_points.{key} must be named 'part.check' with a part of [points]")
+        elif not 0 <= value <= a.points[part]:
+            problems.append(f"check_points.{key} must be between 0 and the part's {a.points[part]:g} points")
+    for part in a.points:
+        fixed = sum(v for k, v in a.check_points.items() if k.split(".")[0] == part)
+        if fixed > a.points[part]:
+            problems.append(f"check_points of part {part} add up to more than its {a.points[part]:g} points")
     if a.training.optimizer not in ("sgd", "adam"):
         problems.append(f"training.optimizer must be 'sgd' or 'adam', not {a.training.optimizer!r}")
     for name in ("epochs", "batch_size"):

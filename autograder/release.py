@@ -75,6 +75,7 @@ def student_notebook(assignment: Assignment) -> str:
         config.CourseDirectory.db_url = f"sqlite:///{course / 'gradebook.db'}"
         (course / "exchange").mkdir()  # nbgrader insists on a writable exchange even though nothing uses it
         config.Exchange.root = str(course / "exchange")
+        config.NbGraderAPI.log_level = log.getEffectiveLevel()  # quiet unless -v
         api = NbGraderAPI(config=config)
         with _venv_on_path():
             result = api.generate_assignment(assignment.name, force=True, create=True)

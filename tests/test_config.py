@@ -10,7 +10,8 @@ from autograder import config
 def test_real_config_loads(assignment):
     assert assignment.name == "cnn_mnist"
     assert assignment.total_points == 100
-    assert set(assignment.points) == {"shapes", "net", "device", "training", "evaluate", "accuracy"}
+    assert set(assignment.points) == {"shapes", "net", "device", "training", "evaluate"}
+    assert assignment.check_points == {"training.accuracy": 15}
     assert assignment.source_notebook.is_file()
     assert 0 < assignment.accuracy.floor < assignment.accuracy.threshold <= 1
 
@@ -36,6 +37,8 @@ def test_minimal_config_takes_defaults(tmp_path):
     ("[training]\noptimizer = 'rmsprop'\n", "training.optimizer must be 'sgd' or 'adam'"),
     ("[limits]\nmemory_mb = 0\n", "limits.memory_mb must be positive"),
     ("[grading]\nx = 1\n", "unknown key grading"),
+    ("[check_points]\n'shapes.a' = 11\n", "check_points.shapes.a must be between 0 and the part's 10 points"),
+    ("[check_points]\n'nope.a' = 1\n", "check_points.nope.a must be named 'part.check'"),
 ])
 def test_bad_configs_name_the_key(tmp_path, extra, message):
     with pytest.raises(config.ConfigError) as err:

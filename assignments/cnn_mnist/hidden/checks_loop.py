@@ -1,0 +1,204 @@
+"""Parts 3-6: the device switch, the training loop, evaluation, and the accuracy of the trained weights."""
+
+import math
+
+import pytest
+
+from autograder.judge import describe_error, fail
+
+
+def device_case(ctx, asked, cuda):
+    record = ctx.record("device", "get_device", "get_device", need_ok=False)
+    case = record.get("cases", {}).get(f"{asked}-{cuda}") or {}
+    situation_ja = f"get_device({asked})（CUDA {'あり' if cuda else 'なし'}）"
+    situation_en = f"get_device({asked}) with CUDA {'available' if cuda else 'unavailable'}"
+    if not case.get("ok"):
+        error = describe_error(case.get("error"), f"{situation_ja} の実行中に", f"running {situation_en}")
+        fail(error.ja, error.en)
+    if not case.get("is_device"):
+        fail(f"{situation_ja} が torch.device ではなく {case.get('type')} を返しました。",
+             f"{situation_en} returned {case.get('type')}, not a torch.device.")
+    return case
+
+
+@pytest.mark.check("device", "GPU を使わないときは CPU", "CPU when the GPU is not asked for")
+def check_cpu(ctx):
+    for cuda in (False, True):
+        if device_case(ctx, False, cuda)["type"] != "cpu":
+            fail("use_gpu=False のときは CUDA があっても torch.device('cpu') を返します。",
+                 "with use_gpu=False return torch.device('cpu'), even when CUDA is available.")
+
+
+@pytest.mark.check("device", "GPU があれば CUDA", "CUDA when asked for and available")
+def check_gpu(ctx):
+    if device_case(ctx, True, True)["type"] != "cuda":
+        fail("use_gpu=True で CUDA が使えるときは torch.device('cuda') を返します。",
+             "with use_gpu=True and CUDA available, return torch.device('cuda').")
+
+
+@pytest.mark.check("device", "CUDA がなければ CPU と通知", "CPU with a notice when CUDA is missing")
+def check_fallback(ctx):
+    case = device_case(ctx, True, False)
+    if case["type"] != "cpu":
+        fail("CUDA が使えないときは torch.device('cpu') を返します。", "without CUDA, return torch.device('cpu').")
+    if not case.get("printed"):
+        fail("GPU を求められたのに CUDA が使えないときは、そのことを print で知らせてください。",
+             "when the GPU is asked for but CUDA is unavailable, say so with print.")
+
+
+def training(ctx, *, need_ok=True):
+    return ctx.record("training", "train_one_epoch", "train_one_epoch", need_ok=need_ok)
+
+
+@pytest.mark.check("device", "ミニバッチを device に移す", "every batch moved to the device", weight=2)
+def check_batches_moved(ctx):
+    record = training(ctx, need_ok=False)
+    batches = record["events"].count("b")
+    if batches == 0:
+        error = describe_error(record.get("error"), "train_one_epoch の実行中に", "running train_one_epoch")
+        fail(error.ja, error.en)
+    moves, forwards = record["moves"], record["forwards"]
+    if forwards.get("unmoved", 0) or moves.get("images", 0) < batches:
+        fail("画像のミニバッチを device に移さずにモデルに渡しています。images = images.to(device) を使ってください。",
+             "image batches reach the model without being moved to the device: use images = images.to(device).")
+    if moves.get("labels", 0) < batches:
+        fail("ラベルのミニバッチを device に移していません。labels = labels.to(device) を使ってください。",
+             "label batches are not moved to the device: use labels = labels.to(device).")
+    if forwards.get("model_elsewhere", 0):
+        fail("モデルが device 上にないまま学習しています。", "the model is not on the device during training.")
+    if moves.get("wrong_device", 0):
+        fail("ミニバッチを引数の device とは別のデバイスに移しています。", "batches are moved to a device other than the one passed in.")
+
+
+@pytest.mark.check("training", "train_one_epoch が最後まで動き float を返す", "train_one_epoch runs and returns a float")
+def check_runs(ctx):
+    record = training(ctx)
+    for value in record["returned"]:
+        if value.get("type") != "float":
+            shown = value.get("class") or value.get("type")
+            fail(f"戻り値が float ではなく {shown} です。loss.item() で Python の数にしてください。",
+                 f"it returned {shown}, not a float: use loss.item() to get a Python number.")
+
+
+@pytest.mark.check("training", "学習モード（model.train()）", "training mode (model.train())")
+def check_train_mode(ctx):
+    forwards = training(ctx)["forwards"]
+    if forwards["count"] == 0:
+        fail("モデルが一度も呼ばれていません。", "the model was never called.")
+    if forwards["train_mode"] < forwards["count"]:
+        fail("学習中にモデルが評価モードになっています。ループの最初で model.train() を呼んでください。",
+             "the model was in evaluation mode during training: call model.train() at the start.")
+
+
+@pytest.mark.check("training", "zero_grad → backward → step を毎回", "zero_grad, backward and step for every batch", weight=2)
+def check_steps(ctx):
+    record = training(ctx)
+    zeroed, backward, steps = True, False, 0  # fresh parameters have no gradient to clear
+    for event in record["events"]:
+        if event == "z":
+            zeroed = True
+        elif event == "k":
+            if not zeroed:
+                fail("前のミニバッチの勾配が残ったまま backward しています。毎回 optimizer.zero_grad() を呼んでください。",
+                     "backward runs on top of the previous batch's gradients: call optimizer.zero_grad() for every batch.")
+            backward = True
+        elif event == "s":
+            if not backward:
+                fail("loss.backward() の前に optimizer.step() を呼んでいます。", "optimizer.step() is called before loss.backward().")
+            zeroed, backward, steps = False, False, steps + 1
+    batches = record["events"].count("b")
+    if steps != batches:
+        fail(f"{batches} 個のミニバッチに対して optimizer.step() が {steps} 回でした。ミニバッチごとに 1 回です。",
+             f"optimizer.step() ran {steps} times for {batches} batches; it should run once per batch.")
+
+
+@pytest.mark.check("training", "損失が下がる", "the loss falls")
+def check_loss_falls(ctx):
+    losses = [x for x in training(ctx)["losses"] if isinstance(x, (int, float)) and math.isfinite(x)]
+    if len(losses) < 20:
+        fail("損失を計算できたミニバッチが少なすぎます（出力が (N, 10) ではない可能性があります）。",
+             "too few batches produced a loss (is the output (N, 10)?).")
+    tenth = max(1, len(losses) // 10)
+    first, last = sum(losses[:tenth]) / tenth, sum(losses[-tenth:]) / tenth
+    if not last < 0.8 * first:
+        fail(f"損失が十分に下がりませんでした（最初 {first:.3f} → 最後 {last:.3f}）。",
+             f"the loss did not fall enough (first {first:.3f} → last {last:.3f}).")
+
+
+@pytest.mark.check("training", "戻り値はミニバッチ損失の平均", "returns the mean batch loss")
+def check_returns_mean(ctx):
+    record = training(ctx)
+    per_epoch = -(-(60000 - ctx.assignment.training.holdout) // ctx.assignment.training.batch_size)
+    losses = record["losses"][-per_epoch:]
+    returned = record["returned"][-1] if record["returned"] else {}
+    if returned.get("type") != "float" or not losses:
+        fail("損失の平均を float で返してください。", "return the mean loss as a float.")
+    mean = sum(losses) / len(losses)
+    if not math.isclose(returned["value"], mean, rel_tol=2e-3, abs_tol=1e-4):
+        fail(f"戻り値 {returned['value']:.4f} がこのエポックの損失の平均と違います。",
+             f"the returned value {returned['value']:.4f} is not this epoch's mean loss.")
+
+
+def evaluation(ctx):
+    return ctx.record("evaluate", "evaluate", "evaluate")
+
+
+@pytest.mark.check("evaluate", "0 以上 1 以下の float を返す", "returns a float in [0, 1]")
+def check_evaluate_returns(ctx):
+    value = evaluation(ctx)["returned"] or {}
+    if value.get("type") != "float" or not 0 <= value.get("value", -1) <= 1:
+        shown = value.get("value", value.get("repr"))
+        fail(f"戻り値 {shown!r}（{value.get('type')}）は 0 以上 1 以下の float ではありません。",
+             f"the returned {shown!r} ({value.get('type')}) is not a float in [0, 1].")
+
+
+@pytest.mark.check("evaluate", "正解率の値が正しい", "the accuracy is right", weight=2)
+def check_evaluate_value(ctx):
+    from autograder.observe import tensors
+
+    record = evaluation(ctx)
+    value = record["returned"] or {}
+    state = tensors(record.get("weights"))
+    truth = ctx.holdout_accuracy(state) if state else None
+    if truth is None:
+        fail("評価したモデルの重みを読み取れませんでした。", "the weights of the evaluated model could not be read.")
+    if value.get("type") != "float" or not math.isclose(value["value"], truth, abs_tol=1e-6):
+        fail(f"evaluate が {value.get('value', value.get('repr'))!r} を返しましたが、同じモデルとデータの正解率と違います。"
+             "正解数をサンプル数で割っているか確認してください。",
+             f"evaluate returned {value.get('value', value.get('repr'))!r}, which is not the accuracy of that model on "
+             "that data: divide the number of correct predictions by the number of samples.")
+
+
+@pytest.mark.check("evaluate", "評価モード（model.eval()）", "evaluation mode (model.eval())")
+def check_eval_mode(ctx):
+    forwards = evaluation(ctx)["forwards"]
+    if forwards["count"] == 0 or forwards["train_mode"]:
+        fail("評価中にモデルが学習モードのままです。最初に model.eval() を呼んでください。",
+             "the model stayed in training mode during evaluation: call model.eval() first.")
+
+
+@pytest.mark.check("evaluate", "勾配を計算しない（torch.no_grad()）", "no gradients (torch.no_grad())")
+def check_no_grad(ctx):
+    forwards = evaluation(ctx)["forwards"]
+    if forwards["count"] == 0 or forwards["grad_enabled"]:
+        fail("評価中に勾配を計算しています。with torch.no_grad(): の中で計算してください。",
+             "gradients are computed during evaluation: compute inside with torch.no_grad():.")
+
+
+@pytest.mark.check("training", "学習した重みのテスト正解率", "test accuracy of the weights your loop trained")
+def check_accuracy(ctx):
+    record = training(ctx)
+    state = ctx.trained_state()
+    if state is None:
+        fail("学習した重みを読み取れませんでした。", "the trained weights could not be read.")
+    accuracy = ctx.test_accuracy(state)
+    if accuracy is None:
+        fail("学習した重みが講義の Net の形と合いません。", "the trained weights do not fit the lecture's Net.")
+    a = ctx.assignment.accuracy
+    if accuracy >= a.threshold:
+        return
+    fraction = max(0.0, (accuracy - a.floor) / (a.threshold - a.floor))
+    note_ja = "（Net は講義の Net に置き換えて学習しました）" if record.get("substituted_net") else ""
+    note_en = " (your loop trained the lecture's Net in place of yours)" if record.get("substituted_net") else ""
+    fail(f"テスト正解率 {accuracy:.4f} は満点の基準 {a.threshold:.2f} に届きませんでした{note_ja}。",
+         f"test accuracy {accuracy:.4f} is below {a.threshold:.2f}, needed for full points{note_en}.", fraction=fraction)

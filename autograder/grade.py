@@ -1,0 +1,197 @@
+"""Batch grading: submissions → sanitize → sandboxed run → hidden checks → recorded results.
+
+Sandboxes run in worker threads (each is a separate process; the threads only wait). Judging happens in the
+main thread, one submission at a time, as runs finish; each result is saved before the next is judged, so an
+interrupted batch resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import observe, reference
+from .config import Assignment
+from .judge import Context, TrustedData, run_checks
+from .observe import DataDir, RunSettings
+from .results import CRASHED, GRADED, LIMIT, Message, ResultStore, SubmissionResult, invalid
+from .sanitize import UnusableNotebook, sanitize
+from .submissions import Submission
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Options:
+    device: str = "cpu"
+    jobs: int = 0  # 0: one per core
+    force: bool = False
+    require_sandbox: bool = False
+
+    @property
+    def workers(self) -> int:
+        return self.jobs or os.cpu_count() or 1
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but this machine has no usable CUDA GPU; use --device cpu")
+    return name
+
+
+class Grader:
+    """Holds what every submission of one batch shares: the data, the probes, the reference, the settings."""
+
+    def __init__(self, assignment: Assignment, options: Options):
+        self.assignment, self.options = assignment, options
+        self.device = torch.device(options.device)
+        self.reference = reference.load(assignment)
+        self.probes = observe.load_probes(assignment)
+        self.data = DataDir()
+        self.trusted = TrustedData.load(assignment, self.device)
+        cores = os.cpu_count() or 1
+        self.settings = RunSettings(device=options.device, threads=max(1, cores // options.workers),
+                                    require_sandbox=options.require_sandbox)
+
+    def close(self):
+        self.data.close()
+
+    def observe(self, sub: Submission):
+        """Worker-thread half: sanitize and run in the sandbox. Returns what the judge needs."""
+        started = time.monotonic()
+        try:
+            clean = sanitize(sub.notebook, self.assignment)
+        except UnusableNotebook as exc:
+            return sub, None, None, None, exc.message, time.monotonic() - started
+        plan = observe.plan_for(self.assignment, list(clean.cells), self.probes.SHAPE_PROBES, self.settings, self.data)
+        run, obs = observe.run(plan, limits=self.assignment.limits, data=self.data, settings=self.settings)
+        return sub, clean, run, obs, None, time.monotonic() - started
+
+    def judge(self, sub: Submission, clean, run, obs, unusable: Message | None, seconds: float) -> SubmissionResult:
+        """Main-thread half: the hidden checks, on data only."""
+        points = self.assignment.points
+        if unusable is not None:
+            return invalid(sub.student_id, unusable, points, source=sub.source)
+        ctx = Context(assignment=self.assignment, sanitized=clean, run=run, obs=obs, reference=self.reference,
+                      data=self.trusted, device=self.device, probes=self.probes.PROBES,
+                      seed=self.assignment.training.seed + self.settings.seed_offset)
+        checks = run_checks(ctx)
+        parts = {p: 0.0 for p in points}
+        for check in checks:
+            parts[check.part] += check.points
+        parts = {p: round(v, 2) for p, v in parts.items()}  # sums of shares: 19.999999 is 20
+        status, reason = status_of(run, obs)
+        notes = list(clean.problems)
+        training = obs.first("training")
+        if training and training.get("substituted_net"):
+            notes.append(Message("あなたの Net は講義の Net と一致しなかったため、学習ループと正解率は講義の Net で確かめました。",
+                                 "your Net differs from the lecture's, so the loop and the accuracy were checked with "
+                                 "the lecture's Net in its place."))
+        if not run.sandboxed:
+            notes.append(Message("サンドボックスなしで採点されました。", "graded without a sandbox."))
+        return SubmissionResult(student_id=sub.student_id, status=status, reason=reason, parts=parts,
+                                max_parts=dict(points), checks=tuple(checks), notes=tuple(notes),
+                                seconds=round(seconds, 2), source=sub.source)
+
+
+def status_of(run, obs) -> tuple[str, Message | None]:
+    if run.killed_for:
+        why = {"time": ("制限時間を超えたため停止しました", "stopped: time limit exceeded"),
+               "memory": ("メモリの上限を超えたため停止しました", "stopped: memory limit exceeded"),
+               "processes": ("プロセス数の上限を超えたため停止しました", "stopped: too many processes")}
+        ja, en = why.get(run.killed_for, ("制限を超えたため停止しました", "stopped: a limit was exceeded"))
+        return LIMIT, Message(ja, en)
+    if not obs.finished:
+        return CRASHED, Message(f"実行が途中で終了しました（終了コード {run.returncode}）",
+                                f"the run ended early (exit code {run.returncode})")
+    return GRADED, None
+
+
+def grade(assignment: Assignment, submissions: list[Submission], out: Path, options: Options,
+          progress=None) -> list[SubmissionResult]:
+    """Grade every submission not yet recorded under `out` (all of them with force); return all results."""
+    store = ResultStore(out)
+    todo = []
+    for sub in submissions:
+        if store.has(sub.student_id) and not options.force:
+            continue
+        if sub.problem or sub.notebook is None:
+            store.save(invalid(sub.student_id, Message(f"提出物を読めません: {sub.problem}",
+                                                        f"the submission cannot be used: {sub.problem}"),
+                               assignment.points, source=sub.source))
+            continue
+        todo.append(sub)
+    if progress:
+        progress.start(len(todo))
+    if todo:
+        grader = Grader(assignment, options)
+        try:
+            with ThreadPoolExecutor(max_workers=options.workers) as pool:
+                owner = {pool.submit(grader.observe, sub): sub for sub in todo}
+                pending = set(owner)
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        result = _judged(grader, future, owner[future])
+                        store.save(result)
+                        if progress:
+                            progress.advance(result)
+        finally:
+            grader.close()
+    if progress:
+        progress.finish()
+    return store.load_all()
+
+
+def _judged(grader: Grader, future, sub: Submission) -> SubmissionResult:
+    try:
+        return grader.judge(*future.result())
+    except Exception as exc:  # our own failure on one submission must not sink the batch: it becomes its row
+        log.exception("internal error while grading %s", sub.student_id)
+        return SubmissionResult(student_id=sub.student_id, status=CRASHED,
+                                reason=Message(f"採点システムの内部エラー（TA に連絡してください）: {type(exc).__name__}",
+                                               f"internal grader error (tell your TA): {type(exc).__name__}"),
+                                parts={p: 0.0 for p in grader.assignment.points},
+                                max_parts=dict(grader.assignment.points), source=sub.source)
+
+
+class Progress:
+    """One status line on stderr: count, failures so far, and the time left at the current pace."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream, self.total, self.done, self.failed, self.started = stream, 0, 0, 0, time.monotonic()
+
+    def start(self, total: int):
+        self.total, self.started = total, time.monotonic()
+        self._draw()
+
+    def advance(self, result: SubmissionResult):
+        self.done += 1
+        self.failed += result.status != GRADED
+        self._draw()
+
+    def finish(self):
+        if self.total:
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def _draw(self):
+        if not self.total:
+            return
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / self.done * (self.total - self.done) if self.done else 0
+        width = 24
+        filled = width * self.done // self.total
+        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}  "
+                          f"failed {self.failed}  ETA {int(eta) // 60}:{int(eta) % 60:02d} ")
+        self.stream.flush()
+

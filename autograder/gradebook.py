@@ -1,0 +1,133 @@
+"""Record a batch's scores in nbgrader's gradebook, through nbgrader's own API, so formgrader and `nbgrader export`
+show them as if nbgrader's autograder had run.
+
+The structure (assignment, notebook, one code grade cell `test_<part>` per part with the part's points) is made
+with the Gradebook's update_or_create_* calls rather than by running generate_assignment on the source notebook:
+it needs only the config, not a course folder or a notebook conversion, and on a course database that
+generate_assignment already filled it finds the same names and only confirms the points.
+
+nbgrader (and SQLAlchemy under it) is imported inside the functions: importing it takes seconds, and the CLI
+must start fast for every other command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .results import INVALID
+
+if TYPE_CHECKING:
+    from .config import Assignment
+    from .results import SubmissionResult
+
+DB_NAME = "gradebook.db"
+
+
+class GradebookError(ValueError):
+    """The results cannot be recorded as they are; the message says why."""
+
+
+def default_db_url(output_folder: str | os.PathLike[str]) -> str:
+    """A SQLite gradebook.db in the output folder (absolute, so it does not depend on the working directory)."""
+    return f"sqlite:///{Path(output_folder).resolve() / DB_NAME}"
+
+
+def grade_cell_name(part: str) -> str:
+    return f"test_{part}"
+
+
+def record(db_url: str, assignment: Assignment, results: list[SubmissionResult], *,
+           course_id: str = "default_course") -> None:
+    """Store every result as an nbgrader submission with one auto_score per part; a rerun updates in place.
+
+    `db_url` is any SQLAlchemy URL. Invalid submissions are recorded with 0 for every part (a row still shows
+    them in the export). A score a TA set by hand in formgrader (manual_score) is kept and wins, as with
+    nbgrader's own autograder; the grade is then flagged for manual review.
+    """
+    _check_results(assignment, results)
+    from nbgrader.api import Gradebook  # slow import: see the module docstring
+
+    from .release import _venv_on_path  # Gradebook() runs `alembic` from PATH when it creates the database
+
+    notebook = Path(assignment.notebook).stem
+    with _venv_on_path(), _quiet_nbgrader(), Gradebook(db_url, course_id=course_id) as gb:
+        cells = _ensure_structure(gb, assignment, notebook)
+        for result in results:
+            gb.update_or_create_student(result.student_id)
+            gb.update_or_create_submission(assignment.name, result.student_id)
+            for part, cell in cells.items():
+                grade = _grade(gb, cell, notebook, assignment.name, result.student_id)
+                grade.auto_score = 0.0 if result.status == INVALID else float(result.parts.get(part, 0.0))
+                # As nbgrader's SaveAutoGrades: a human's score takes precedence and needs a look.
+                grade.needs_manual_grade = grade.manual_score is not None
+            gb.db.commit()  # one student at a time: a failure later keeps the students already recorded
+
+
+@contextlib.contextmanager
+def _quiet_nbgrader():
+    """Gradebook.add_submission builds its objects before adding them to the session, which makes SQLAlchemy
+    warn (harmlessly: they are added right after) once per new submission; keep that noise off the TA's screen."""
+    from sqlalchemy.exc import SAWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*not in session, add operation along", category=SAWarning)
+        yield
+
+
+def _check_results(assignment: Assignment, results: list[SubmissionResult]) -> None:
+    """Refuse results that would record something other than they say, before anything is written."""
+    problems = []
+    twice = sorted(sid for sid, n in Counter(r.student_id for r in results).items() if n > 1)
+    if twice:
+        problems.append(f"students with more than one result: {', '.join(map(repr, twice))}")
+    for r in results:
+        unknown = sorted(set(r.parts) - set(assignment.points))
+        if unknown:  # results of another config: their points have no grade cell to go to
+            problems.append(f"{r.student_id!r} has points for parts not in {assignment.name}: {', '.join(unknown)}")
+    if problems:
+        raise GradebookError("; ".join(problems))
+
+
+def _ensure_structure(gb, assignment: Assignment, notebook: str) -> dict:
+    """The assignment, its notebook and a grade cell per part, with today's points; part -> GradeCell."""
+    from nbgrader.api import MissingEntry
+
+    gb.update_or_create_assignment(assignment.name)  # no fields: keeps a due date a TA set in nbgrader
+    gb.update_or_create_notebook(notebook, assignment.name)
+    wanted = {grade_cell_name(p): p for p in assignment.points}
+    try:
+        extra = sorted(c.name for c in gb.find_notebook(notebook, assignment.name).grade_cells
+                       if c.name not in wanted)
+    except MissingEntry:  # pragma: no cover - created just above
+        extra = []
+    if extra:
+        # A grade cell no part fills would count in every student's max_score; deleting it would delete grades.
+        raise GradebookError(f"the gradebook's notebook {assignment.name}/{notebook} has grade cells that are not "
+                             f"parts of assignment.toml: {', '.join(extra)}; remove them (or the database) first")
+    return {part: gb.update_or_create_grade_cell(name, notebook, assignment.name,
+                                                 max_score=float(assignment.points[part]), cell_type="code")
+            for name, part in wanted.items()}
+
+
+def _grade(gb, cell, notebook: str, assignment: str, student: str):
+    """The student's Grade for a cell. add_submission makes one per cell that existed then; a part added to the
+    config since has none yet, so it is made here (and its submitted notebook, should that be missing too)."""
+    from nbgrader.api import Grade, MissingEntry, SubmittedNotebook
+
+    try:
+        return gb.find_grade(cell.name, notebook, assignment, student)
+    except MissingEntry:
+        pass
+    try:
+        submitted = gb.find_submission_notebook(notebook, assignment, student)
+    except MissingEntry:
+        submitted = SubmittedNotebook(notebook=cell.notebook, assignment=gb.find_submission(assignment, student))
+        gb.db.add(submitted)
+    grade = Grade(cell_id=cell.id, notebook=submitted)
+    gb.db.add(grade)
+    return grade

@@ -1,0 +1,504 @@
+"""The observer that runs inside the sandbox, next to the student's code. It judges nothing.
+
+Run as ``python -I harness.py PLAN.json``. It executes the student's graded cells, then follows the plan's
+fixed probes and writes what it saw to file descriptor 3 as JSON lines, one record at a time, so that a
+submission that crashes half-way still leaves everything observed before the crash. Tensors leave as
+safetensors bytes (base64 in the record). Nothing here is secret: the expected answers and the test
+labels stay with the grading process. Only the standard library, torch and safetensors are imported.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+import traceback
+
+CHANNEL = 3
+MAX_TEXT = 300  # characters of any student-made text kept in a record
+
+
+def main(plan_path: str) -> None:
+    with open(plan_path, encoding="utf-8") as f:
+        plan = json.load(f)
+    # Keep our own copy of the channel; the student's code can still find fd 3, but never our closure.
+    out = os.fdopen(os.dup(CHANNEL), "w", encoding="utf-8", buffering=1)
+    os.close(CHANNEL)
+    emit = Emitter(out)
+    emit("start", pid=os.getpid())
+
+    import torch
+
+    torch.set_num_threads(plan["threads"])
+    # The same notebook graded twice on one device must score the same: no nondeterministic kernels.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    namespace = {"__name__": "submission"}
+    for cell in plan["cells"]:
+        emit("cell", **run_cell(cell, namespace, plan["cell_seconds"]))
+
+    probes = Probes(torch, namespace, plan, emit)
+    for step in (probes.shapes, probes.device_switch, probes.net, probes.training, probes.evaluate):
+        try:
+            step()
+        except BaseException as exc:  # one probe upset by odd student objects must not cost the others
+            emit("step_error", step=step.__name__, error=error_info(exc))
+    emit("done")
+
+
+class Emitter:
+    def __init__(self, out):
+        self._out = out
+
+    def __call__(self, kind: str, **fields) -> None:
+        self._out.write(json.dumps({"kind": kind, **fields}, allow_nan=True) + "\n")
+
+
+def text(value) -> str:
+    s = value if isinstance(value, str) else repr(value)
+    return s if len(s) <= MAX_TEXT else s[:MAX_TEXT] + "…"
+
+
+def error_info(exc: BaseException) -> dict:
+    """Type, message and the line in the student's cell where it happened (never our own frames)."""
+    line = None
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        if frame.f_code.co_filename.startswith("<cell "):
+            line = [frame.f_code.co_filename[6:-1], lineno]
+    return {"type": type(exc).__name__, "message": text(str(exc)), "where": line}
+
+
+class Timeout(BaseException):
+    """Raised by the alarm; a BaseException so that `except Exception` in student code does not swallow it."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    def alarm(signum, frame):
+        raise Timeout(f"took longer than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def run_cell(cell: dict, namespace: dict, seconds: float) -> dict:
+    started = time.perf_counter()
+    try:
+        code = compile(cell["source"], f"<cell {cell['id']}>", "exec")
+    except SyntaxError as exc:
+        return {"id": cell["id"], "ok": False, "error": {"type": "SyntaxError", "message": text(exc.msg),
+                                                         "where": [cell["id"], exc.lineno]}}
+    try:
+        with time_limit(seconds):
+            exec(code, namespace)
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt at import are the student's too
+        return {"id": cell["id"], "ok": False, "error": error_info(exc)}
+    return {"id": cell["id"], "ok": True, "seconds": time.perf_counter() - started}
+
+
+def encode(value):
+    """A student's return value as data: the type is kept, so 26 and "26" and 26.0 stay different."""
+    if isinstance(value, bool):
+        return {"type": "bool", "value": value}
+    if isinstance(value, int):
+        return {"type": "int", "value": value}
+    if isinstance(value, float):
+        return {"type": "float", "value": value if math.isfinite(value) else repr(value)}
+    if isinstance(value, (tuple, list)) and len(value) <= 16:
+        return {"type": type(value).__name__, "value": [encode(v) for v in value]}
+    return {"type": "other", "repr": text(value), "class": type(value).__name__}
+
+
+class Probes:
+    def __init__(self, torch, namespace, plan, emit):
+        self.torch, self.ns, self.plan, self.emit = torch, namespace, plan, emit
+        self.device = torch.device(plan["device"])
+        self.seconds = plan["call_seconds"]
+
+    def call(self, name, *args, **kwargs):
+        fn = self.ns.get(name)
+        if not callable(fn):
+            raise NameError(f"{name} is not defined")
+        with time_limit(self.seconds):
+            return fn(*args, **kwargs)
+
+    def seed(self):
+        seed = self.plan["seed"]
+        random.seed(seed)
+        self.torch.manual_seed(seed)
+        with contextlib.suppress(ImportError):
+            import numpy
+
+            numpy.random.seed(seed)
+
+    # --- part: shapes -------------------------------------------------------------------------
+    def shapes(self):
+        for name, calls in self.plan["shape_probes"].items():
+            results = []
+            for args, kwargs in calls:
+                args = [tuple(a) if isinstance(a, list) else a for a in args]
+                kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+                try:
+                    results.append({"ok": True, "value": encode(self.call(name, *args, **kwargs))})
+                except BaseException as exc:
+                    results.append({"ok": False, "error": error_info(exc)})
+            self.emit("shapes", function=name, results=results)
+
+    # --- part: device -------------------------------------------------------------------------
+    def device_switch(self):
+        torch = self.torch
+        cases = {}
+        for asked, cuda in ((False, False), (True, False), (True, True), (False, True)):
+            printed = io.StringIO()
+            real = torch.cuda.is_available
+            # Both branches of the isgpu switch are checked on any machine, by telling the student's code
+            # what a GPU machine (or a CPU one) would tell it.
+            torch.cuda.is_available = lambda: cuda  # noqa: E731
+            try:
+                with contextlib.redirect_stdout(printed):
+                    value = self.call("get_device", asked)
+                result = {"ok": True, "is_device": isinstance(value, torch.device),
+                          "type": value.type if isinstance(value, torch.device) else text(value)}
+            except BaseException as exc:
+                result = {"ok": False, "error": error_info(exc)}
+            finally:
+                torch.cuda.is_available = real
+            result["printed"] = bool(printed.getvalue().strip())
+            cases[f"{asked}-{cuda}"] = result
+        self.emit("device", cases=cases)
+
+    # --- part: net ----------------------------------------------------------------------------
+    def build_net(self, record_calls):
+        """The student's Net, built while their shape functions answer through torch and are counted."""
+        torch = self.torch
+        saved = {name: self.ns.get(name) for name in ("conv2d_output_size", "pool2d_output_size")}
+
+        def oracle(name):
+            def answer(size, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+                record_calls.append(name)
+                pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
+                x = torch.empty((1, 1, *pair(size)), device="meta")
+                if name == "conv2d_output_size":
+                    w = torch.empty((1, 1, *pair(kernel_size)), device="meta")
+                    y = torch.nn.functional.conv2d(x, w, stride=stride or 1, padding=padding, dilation=dilation)
+                else:
+                    y = torch.nn.functional.max_pool2d(x, kernel_size, stride=stride, padding=padding,
+                                                       dilation=dilation, ceil_mode=ceil_mode)
+                h, w_ = y.shape[-2:]
+                return (h, w_) if isinstance(size, (tuple, list)) else h
+
+            return answer
+
+        # The net is judged on its own: a wrong shape function loses its points once, in its own part.
+        for name in saved:
+            self.ns[name] = oracle(name)
+        try:
+            self.seed()
+            with time_limit(self.seconds):
+                return self.ns["Net"]()
+        finally:
+            self.ns.update(saved)
+
+    def net(self):
+        torch = self.torch
+        calls = []
+        try:
+            net = self.build_net(calls)
+            if not isinstance(net, torch.nn.Module):
+                raise TypeError(f"Net() returned {type(net).__name__}, not an nn.Module")
+        except BaseException as exc:
+            self.emit("net", ok=False, error=error_info(exc), shape_calls=calls)
+            self.student_net = None
+            return
+        self.student_net = net
+        layers = {}
+        for attr in ("conv1", "conv2", "pool", "fc1", "fc2"):
+            layer = getattr(net, attr, None)
+            info = {"class": type(layer).__name__ if layer is not None else None}
+            for key in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+                        "in_features", "out_features", "ceil_mode"):
+                if hasattr(layer, key):
+                    value = getattr(layer, key)
+                    info[key] = list(value) if isinstance(value, tuple) else value
+            layers[attr] = info
+        params = [{"name": n, "shape": list(p.shape), "trainable": bool(p.requires_grad)}
+                  for n, p in net.named_parameters()]
+        generator = torch.Generator().manual_seed(self.plan["seed"] + 1)
+        probe = torch.randn(self.plan["net_probe_batch"], 1, 28, 28, generator=generator)
+        record = {"ok": True, "shape_calls": calls, "layers": layers, "params": params}
+        try:
+            with torch.no_grad(), time_limit(self.seconds):
+                out = net(probe)
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"forward returned {type(out).__name__}, not a tensor")
+            record["output"] = tensors_b64(torch, {"output": out.detach().float().cpu()})
+        except BaseException as exc:
+            record["forward_error"] = error_info(exc)
+        record["weights"] = state_b64(torch, net)
+        self.emit("net", **record)
+
+    # --- part: training -----------------------------------------------------------------------
+    def load_data(self):
+        torch = self.torch
+        data = self.plan["data"]
+        root = os.environ.get("SANDBOX_ROOT", "")  # "" in the sandbox; the stand-in root when run without one
+        images = torch.from_file(root + data["images"], size=data["count"] * 784, dtype=torch.uint8)
+        labels = torch.from_file(root + data["labels"], size=data["count"], dtype=torch.uint8)
+        images = images.view(-1, 1, 28, 28).float().div_(255).sub_(data["mean"]).div_(data["std"])
+        labels = labels.long()
+        if self.device.type != "cpu":
+            images, labels = images.to(self.device), labels.to(self.device)
+        return images, labels
+
+    def training(self):
+        torch = self.torch
+        self.trained = None
+        if not callable(self.ns.get("train_one_epoch")):
+            self.emit("training", ok=False, error={"type": "NameError", "message": "train_one_epoch is not defined",
+                                                   "where": None})
+            return
+        images, labels = self.load_data()
+        holdout = self.plan["training"]["holdout"]
+        self.holdout = (images[len(images) - holdout:], labels[len(labels) - holdout:])
+        train = (images[:len(images) - holdout], labels[:len(labels) - holdout])
+
+        net, substituted = self.trainable_net()
+        net.to(self.device)
+        spy = Spy(torch, net, self.device)
+        optimizer = spy.optimizer(self.make_optimizer(net))
+        loader = spy.loader(*train, batch_size=self.plan["training"]["batch_size"], shuffle=True,
+                            seed=self.plan["seed"])
+        self.seed()
+        returned, error, started = [], None, time.perf_counter()
+        try:
+            with time_limit(self.plan["train_seconds"]):
+                for _ in range(self.plan["training"]["epochs"]):
+                    returned.append(encode(self.ns["train_one_epoch"](net, loader, optimizer, self.device)))
+        except BaseException as exc:
+            error = error_info(exc)
+        self.emit("training", ok=error is None, error=error, returned=returned, substituted_net=substituted,
+                  seconds=time.perf_counter() - started, **spy.summary())
+        self.trained = net
+        self.emit("weights", weights=state_b64(torch, net))
+
+    def trainable_net(self):
+        """The student's Net when it is the lecture's, else the lecture's: the loop is judged on its own."""
+        net = getattr(self, "student_net", None)
+        with contextlib.suppress(Timeout), time_limit(self.seconds):
+            if net is not None and same_as_lecture(self.torch, net):
+                return net, False
+        self.seed()
+        return LectureNet(self.torch), True
+
+    def make_optimizer(self, net):
+        cfg = self.plan["training"]
+        if cfg["optimizer"] == "adam":
+            return self.torch.optim.Adam(net.parameters(), lr=cfg["lr"])
+        return self.torch.optim.SGD(net.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
+
+    # --- part: evaluate -----------------------------------------------------------------------
+    def evaluate(self):
+        torch = self.torch
+        if not callable(self.ns.get("evaluate")):
+            self.emit("evaluate", ok=False, error={"type": "NameError", "message": "evaluate is not defined",
+                                                   "where": None})
+            return
+        if getattr(self, "trained", None) is None:
+            self.seed()
+            self.trained = LectureNet(torch).to(self.device)
+            images, labels = self.load_data()
+            holdout = self.plan["training"]["holdout"]
+            self.holdout = (images[len(images) - holdout:], labels[len(labels) - holdout:])
+        net = self.trained
+        net.train()  # evaluate() must switch to eval mode itself
+        spy = Spy(torch, net, self.device)
+        loader = spy.loader(*self.holdout, batch_size=self.plan["eval_batch_size"], shuffle=False, seed=0)
+        try:
+            with time_limit(self.plan["call_seconds"] * 4):
+                value = encode(self.ns["evaluate"](net, loader, self.device))
+            error = None
+        except BaseException as exc:
+            value, error = None, error_info(exc)
+        self.emit("evaluate", ok=error is None, error=error, returned=value, weights=state_b64(torch, net),
+                  **spy.summary())
+
+
+def same_as_lecture(torch, net) -> bool:
+    """Does the student's forward compute the lecture's function of its own weights? (Checked again outside.)"""
+    try:
+        lecture = LectureNet(torch)
+        lecture.load_state_dict({k: v.detach().cpu() for k, v in net.state_dict().items()}, strict=True)
+        x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(7))
+        with torch.no_grad():
+            mine = net.cpu()(x)
+            return isinstance(mine, torch.Tensor) and mine.shape == (8, 10) and torch.allclose(
+                mine.float(), lecture(x), atol=1e-5)
+    except BaseException:
+        return False
+
+
+def LectureNet(torch):
+    """The lecture's network as the notebook's table describes it; used only when the student's is unusable."""
+    nn, F = torch.nn, torch.nn.functional
+
+    class Lecture(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2, self.pool = nn.Conv2d(1, 2, 3), nn.Conv2d(2, 3, 3), nn.MaxPool2d(2, 2)
+            self.fc1, self.fc2 = nn.Linear(432, 16), nn.Linear(16, 10)
+
+        def forward(self, x):
+            x = self.pool(F.relu(self.conv2(F.relu(self.conv1(x)))))
+            return F.log_softmax(self.fc2(F.relu(self.fc1(x.flatten(1)))), dim=1)
+
+    return Lecture()
+
+
+def state_b64(torch, net) -> str | None:
+    try:
+        return tensors_b64(torch, {k: v.detach().float().cpu() for k, v in net.state_dict().items()
+                                   if isinstance(v, torch.Tensor)})
+    except BaseException:
+        return None
+
+
+def tensors_b64(torch, tensors: dict) -> str:
+    from safetensors.torch import save
+
+    return base64.b64encode(save({k: v.contiguous() for k, v in tensors.items()})).decode("ascii")
+
+
+class Spy:
+    """Records what the student's loop does: moves, modes, gradient steps and the loss of every batch."""
+
+    def __init__(self, torch, net, device):
+        self.torch, self.net, self.device = torch, net, device
+        self.events = []  # compact trace: b=batch, z=zero_grad, k=backward, s=step, f=forward
+        self.moves = {"images": 0, "labels": 0, "wrong_device": 0}
+        self.forwards = {"count": 0, "unmoved": 0, "model_elsewhere": 0, "train_mode": 0, "grad_enabled": 0}
+        self.losses = []
+        self.labels = None
+        spy = self
+
+        class Unmoved(torch.Tensor):
+            """A batch as the loader hands it out: moving it (.to / .cuda) gives a plain tensor, and is counted."""
+
+            role = None
+
+            def to(self, *args, **kwargs):
+                spy.moved(self.role, args, kwargs)
+                return torch.Tensor.to(self.as_subclass(torch.Tensor), *args, **kwargs)
+
+            def cuda(self, *args, **kwargs):
+                spy.moved(self.role, ("cuda",), {})
+                return torch.Tensor.cuda(self.as_subclass(torch.Tensor), *args, **kwargs)
+
+        self.Unmoved = Unmoved
+        net.register_forward_pre_hook(self.before_forward)
+        net.register_forward_hook(self.after_forward)
+        for p in net.parameters():
+            p.register_hook(self.on_grad)
+            break  # one parameter is enough to see each backward pass
+
+    def moved(self, role, args, kwargs):
+        target = kwargs.get("device", args[0] if args else None)
+        if role is not None:
+            self.moves[role] += 1
+        try:
+            ok = target is not None and self.torch.device(target).type == self.device.type
+        except (TypeError, RuntimeError):
+            ok = False
+        if not ok:
+            self.moves["wrong_device"] += 1
+
+    def before_forward(self, module, inputs):
+        self.events.append("f")
+        self.forwards["count"] += 1
+        x = inputs[0] if inputs else None
+        if isinstance(x, self.Unmoved) or (isinstance(x, self.torch.Tensor) and x.device.type != self.device.type):
+            self.forwards["unmoved"] += 1
+        weight = next(module.parameters(), None)
+        if weight is not None and weight.device.type != self.device.type:
+            self.forwards["model_elsewhere"] += 1
+        self.forwards["train_mode"] += bool(module.training)
+        self.forwards["grad_enabled"] += bool(self.torch.is_grad_enabled())
+
+    def after_forward(self, module, inputs, output):
+        labels = self.labels
+        if isinstance(output, self.torch.Tensor) and labels is not None and output.shape == (len(labels), 10):
+            with self.torch.no_grad():
+                loss = self.torch.nn.functional.nll_loss(output.detach().as_subclass(self.torch.Tensor).float(),
+                                                         labels.as_subclass(self.torch.Tensor).to(output.device))
+            self.losses.append(loss.item())
+
+    def on_grad(self, grad):
+        self.events.append("k")
+
+    def optimizer(self, optimizer):
+        zero_grad, step = optimizer.zero_grad, optimizer.step
+
+        def counted_zero_grad(*args, **kwargs):
+            self.events.append("z")
+            return zero_grad(*args, **kwargs)
+
+        def counted_step(*args, **kwargs):
+            self.events.append("s")
+            return step(*args, **kwargs)
+
+        optimizer.zero_grad, optimizer.step = counted_zero_grad, counted_step
+        return optimizer
+
+    def loader(self, images, labels, *, batch_size, shuffle, seed):
+        return ResidentLoader(self, images, labels, batch_size, shuffle, seed)
+
+    def summary(self) -> dict:
+        return {"events": "".join(self.events), "moves": self.moves, "forwards": self.forwards,
+                "losses": self.losses}
+
+
+class ResidentLoader:
+    """MNIST already in memory (or on the GPU), served in seeded shuffled batches: no per-sample transforms."""
+
+    def __init__(self, spy, images, labels, batch_size, shuffle, seed):
+        self.spy, self.images, self.labels = spy, images, labels
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.epoch = 0
+        self.dataset = range(len(labels))  # len(loader.dataset) works as with a DataLoader
+
+    def __len__(self):
+        return (len(self.labels) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        torch = self.spy.torch
+        n = len(self.labels)
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            order = order.to(self.images.device)
+        self.epoch += 1
+        for start in range(0, n, self.batch_size):
+            if self.shuffle:
+                index = order[start:start + self.batch_size]
+                x, y = self.images[index], self.labels[index]
+            else:
+                x, y = self.images[start:start + self.batch_size], self.labels[start:start + self.batch_size]
+            x, y = x.as_subclass(self.spy.Unmoved), y.as_subclass(self.spy.Unmoved)
+            x.role, y.role = "images", "labels"
+            self.spy.labels = y
+            self.spy.events.append("b")
+            yield x, y
+        self.spy.labels = None
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

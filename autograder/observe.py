@@ -1,0 +1,174 @@
+"""One submission's sandboxed run: build the plan, run the harness under limits, read back what it observed.
+
+What crosses back is data only: JSON lines, checked record by record against the shapes the harness writes
+(`Observations`), with tensors as safetensors bytes. Anything malformed is dropped and noted, never executed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import importlib.util
+import json
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import mnist
+from .config import Assignment
+from .sandbox import Limits, Mount, RunResult, run_sandboxed
+from .sanitize import Cell
+
+HARNESS = Path(__file__).with_name("harness.py")
+# Records the harness writes, with the fields each must carry and how many it writes at most.
+SCHEMA = {
+    "start": ({"pid"}, 1),
+    "cell": ({"id", "ok"}, 64),
+    "shapes": ({"function", "results"}, 2),
+    "device": ({"cases"}, 1),
+    "net": ({"ok"}, 1),
+    "training": ({"ok", "events", "moves", "forwards", "losses", "returned"}, 1),
+    "weights": ({"weights"}, 1),
+    "evaluate": ({"ok"}, 1),
+    "step_error": ({"step", "error"}, 5),
+    "done": (set(), 1),
+}
+MAX_TENSOR_BYTES = 8 << 20  # far above the lecture net's 29 kB of weights; a 10^9-parameter model is refused
+
+
+@dataclass
+class Observations:
+    records: dict[str, list[dict]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # malformed or surplus records, for the report
+
+    def first(self, kind: str) -> dict | None:
+        found = self.records.get(kind)
+        return found[0] if found else None
+
+    def all(self, kind: str) -> list[dict]:
+        return self.records.get(kind, [])
+
+    @property
+    def finished(self) -> bool:
+        return "done" in self.records
+
+
+def parse(data: bytes) -> Observations:
+    obs = Observations()
+    for number, line in enumerate(data.splitlines(), 1):
+        try:
+            record = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            obs.problems.append(f"line {number}: not JSON")
+            continue
+        kind = record.get("kind") if isinstance(record, dict) else None
+        if kind not in SCHEMA:
+            obs.problems.append(f"line {number}: unknown record")
+            continue
+        required, most = SCHEMA[kind]
+        if not required <= record.keys():
+            obs.problems.append(f"line {number}: {kind} record lacks {sorted(required - record.keys())}")
+            continue
+        seen = obs.records.setdefault(kind, [])
+        if len(seen) >= most:
+            obs.problems.append(f"line {number}: surplus {kind} record")
+            continue
+        seen.append(record)
+    return obs
+
+
+def tensors(b64: str | None) -> dict | None:
+    """Decode safetensors bytes from a record; None when absent, too large or malformed."""
+    if not isinstance(b64, str) or len(b64) > MAX_TENSOR_BYTES * 4 // 3 + 4:
+        return None
+    try:
+        from safetensors.torch import load
+
+        return load(base64.b64decode(b64, validate=True))
+    except (binascii.Error, ValueError, RuntimeError, Exception):  # safetensors raises its own error type
+        return None
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    device: str = "cpu"
+    threads: int = 1
+    require_sandbox: bool = False
+    seed_offset: int = 0  # a second seed for submissions near the threshold
+
+
+def load_probes(assignment: Assignment):
+    """The hidden probes module of the assignment (assignments/<name>/hidden/probes.py): PROBES, SHAPE_PROBES."""
+    path = assignment.folder / "hidden" / "probes.py"
+    spec = importlib.util.spec_from_file_location(f"hidden_probes_{assignment.name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class DataDir:
+    """The MNIST training set as raw uint8 files, written once per batch and mounted read-only in every sandbox.
+
+    Only the training set: the test images and labels never enter a sandbox (accuracy is measured outside).
+    """
+
+    def __init__(self, root: Path | None = None):
+        self.path = Path(tempfile.mkdtemp(prefix="autograder-data-", dir=root))
+        train = mnist.load_split("train")
+        (self.path / "train-images.u8").write_bytes(train.images.numpy().tobytes())
+        (self.path / "train-labels.u8").write_bytes(train.labels.numpy().tobytes())
+        self.labels = train.labels.long()
+        self.count = len(train.labels)
+        _open_to_sandbox(self.path)
+
+    def close(self):
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _open_to_sandbox(folder: Path) -> None:
+    # The sandbox runs the student's code under an unprivileged uid: what it must read is made world-readable.
+    folder.chmod(0o755)
+    for p in folder.iterdir():
+        p.chmod(0o644)
+
+
+def plan_for(assignment: Assignment, cells: list[Cell], probes: dict, settings: RunSettings, data: DataDir) -> dict:
+    t = assignment.training
+    return {
+        "cells": [{"id": c.grade_id, "source": c.source} for c in cells],
+        "threads": settings.threads,
+        "device": settings.device,
+        "seed": t.seed + settings.seed_offset,
+        "cell_seconds": 60,
+        "call_seconds": 10,
+        "train_seconds": assignment.limits.wall_seconds,
+        "shape_probes": probes,
+        "net_probe_batch": 16,
+        "eval_batch_size": 1000,
+        "data": {"images": "/sandbox/data/train-images.u8", "labels": "/sandbox/data/train-labels.u8",
+                 "count": data.count, "mean": mnist.MEAN, "std": mnist.STD},
+        "training": {"epochs": t.epochs, "batch_size": t.batch_size, "optimizer": t.optimizer, "lr": t.lr,
+                     "momentum": t.momentum, "holdout": t.holdout},
+    }
+
+
+def run(plan: dict, *, limits: Limits, data: DataDir, settings: RunSettings) -> tuple[RunResult, Observations]:
+    """Run the harness on one plan in a fresh sandbox and parse what it reported."""
+    work = Path(tempfile.mkdtemp(prefix="autograder-run-"))
+    try:
+        (work / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
+        shutil.copy(HARNESS, work / "harness.py")
+        _open_to_sandbox(work)
+        mounts = [Mount(work, "/sandbox/run"), Mount(data.path, "/sandbox/data")]
+        threads = str(settings.threads)
+        env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
+               "PYTHONHASHSEED": "0"}
+        devices = [str(p) for p in sorted(Path("/dev").glob("nvidia*"))] if settings.device == "cuda" else []
+        result = run_sandboxed([sys.executable, "-I", "/sandbox/run/harness.py", "/sandbox/run/plan.json"],
+                               mounts=mounts, limits=limits, env=env, require_sandbox=settings.require_sandbox,
+                               devices=devices)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return result, parse(result.data)

@@ -1,0 +1,84 @@
+"""Realistic submissions built from the released notebook and the answer key, each with one known mistake.
+
+`filled()` is what a student who got everything right hands in: the released notebook with every stub
+replaced by the answer key's code. A mutant changes one line of one cell; MUTANTS says which part it must
+cost and what the student is told.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from autograder.config import REPO_ROOT
+from autograder.notebook import grade_id, strip_markers
+
+RELEASED = REPO_ROOT / "release" / "cnn_mnist" / "cnn_mnist.ipynb"
+SOURCE = REPO_ROOT / "assignments" / "cnn_mnist" / "cnn_mnist.ipynb"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    cell: str
+    old: str
+    new: str
+    part: str  # the one part that must lose points
+    message: str  # a phrase of the English feedback
+
+
+MUTANTS = [
+    Mutant("off_by_one", "conv2d_output_size", "(n + 2 * p - d * (k - 1) - 1) // s + 1", "(n + 2 * p - d * (k - 1)) // s + 1",
+           "shapes", "which is not what PyTorch gives"),
+    Mutant("stride_ignored", "conv2d_output_size", "(n + 2 * p - d * (k - 1) - 1) // s + 1", "(n + 2 * p - d * (k - 1) - 1) + 1",
+           "shapes", "divide by the stride"),
+    Mutant("ceil_mode_ignored", "pool2d_output_size", "o = (span + (s - 1 if ceil_mode else 0)) // s + 1", "o = span // s + 1",
+           "shapes", "ceil_mode=True rounds up"),
+    Mutant("hard_coded_432", "net",
+           "side = pool2d_output_size(conv2d_output_size(conv2d_output_size(28, 3), 3), 2, 2)\n"
+           "        self.fc1 = nn.Linear(side * side * 3, 16)", "self.fc1 = nn.Linear(12 * 12 * 3, 16)",
+           "net", "instead of typing 432"),
+    Mutant("missing_relu", "net", "x = F.relu(self.conv1(x))", "x = self.conv1(x)", "net", "check the ReLU after conv1"),
+    Mutant("no_log_softmax", "net", "return F.log_softmax(self.fc2(x), dim=1)", "return self.fc2(x)", "net",
+           "F.log_softmax(x, dim=1)"),
+    Mutant("batches_not_moved", "train_one_epoch", "        images, labels = images.to(device), labels.to(device)\n", "",
+           "device", "without being moved to the device"),
+    Mutant("no_zero_grad", "train_one_epoch", "        optimizer.zero_grad()\n", "", "training",
+           "call optimizer.zero_grad() for every batch"),
+    Mutant("evaluate_without_eval", "evaluate", "    model.eval()\n", "", "evaluate", "call model.eval() first"),
+    Mutant("accuracy_divided_by_batches", "evaluate", "return correct / total", "return correct / len(loader)", "evaluate",
+           "divide the number of correct predictions by the number of samples"),
+    Mutant("cuda_without_checking", "get_device", "if use_gpu and torch.cuda.is_available():", "if use_gpu:", "device",
+           "without CUDA, return torch.device('cpu')"),
+]
+
+
+def answers() -> dict[str, str]:
+    """grade_id -> the answer key's code for every solution cell."""
+    nb = json.loads(SOURCE.read_text(encoding="utf-8"))
+    return {grade_id(c): strip_markers("".join(c["source"])) for c in nb["cells"]
+            if c.get("metadata", {}).get("nbgrader", {}).get("solution")}
+
+
+def filled(changes: dict[str, str] | None = None) -> dict:
+    """The released notebook with the stubs replaced by the answer key (and by `changes`, per cell)."""
+    nb = json.loads(RELEASED.read_text(encoding="utf-8"))
+    code = answers() | (changes or {})
+    for cell in nb["cells"]:
+        gid = grade_id(cell)
+        if gid in code:
+            cell["source"] = code[gid]
+    return nb
+
+
+def mutant_notebook(mutant: Mutant) -> dict:
+    source = answers()[mutant.cell]
+    assert mutant.old in source, f"{mutant.name}: {mutant.old!r} is not in the answer key any more"
+    return filled({mutant.cell: source.replace(mutant.old, mutant.new, 1)})
+
+
+def write(nb: dict, path: Path) -> Path:
+    path.write_text(json.dumps(copy.deepcopy(nb), ensure_ascii=False, indent=1), encoding="utf-8")
+    return path

@@ -1,0 +1,124 @@
+"""Grading a class through the real CLI and the real sandbox: the answer key, the untouched release, and
+realistic submissions with one mistake each. Slow by nature (every submission trains for one epoch), so the
+whole batch runs once per session and the tests read its outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autograder import gradebook
+from autograder.config import REPO_ROOT
+from autograder.results import ResultStore
+
+import mutants
+
+CLI = [sys.executable, "-m", "autograder.cli"]
+
+
+def autograder(*args, **kwargs):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=REPO_ROOT, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory, mnist_dir):
+    folder = tmp_path_factory.mktemp("submissions")
+    mutants.write(mutants.filled(), folder / "key.ipynb")
+    mutants.write(mutants.filled(), folder / "key_again.ipynb")  # reproducibility: graded twice, same points
+    (folder / "untouched.ipynb").write_bytes(mutants.RELEASED.read_bytes())
+    for m in mutants.MUTANTS:
+        mutants.write(mutants.mutant_notebook(m), folder / f"{m.name}.ipynb")
+    out = tmp_path_factory.mktemp("out")
+    run = autograder("grade", str(folder), "--out", str(out), "--lang", "en", "--jobs", "2", "--device", "cpu",
+                     env={**os.environ, "MNIST_DIR": str(mnist_dir)})
+    assert run.returncode == 0, run.stdout + run.stderr
+    results = {r.student_id: r for r in ResultStore(out).load_all()}
+    return folder, out, run, results
+
+
+def test_answer_key_gets_full_marks(batch, assignment):
+    _, _, _, results = batch
+    key = results["key"]
+    assert key.status == "graded" and key.total == assignment.total_points == 100
+    assert all(c.passed for c in key.checks)
+    assert key.notes == ()
+
+
+def test_same_notebook_same_points(batch):
+    results = batch[3]
+    key, again = results["key"], results["key_again"]
+    assert [(c.name, c.points) for c in key.checks] == [(c.name, c.points) for c in again.checks]
+
+
+def test_untouched_release_scores_zero_with_not_implemented(batch, assignment):
+    untouched = batch[3]["untouched"]
+    assert untouched.status == "graded"  # nothing crashed: it simply is not implemented
+    assert untouched.parts == {part: 0.0 for part in assignment.points}
+    for part in assignment.points:
+        messages = [c.message.en for c in untouched.checks if c.part == part]
+        assert messages and all("not implemented" in m for m in messages), (part, messages)
+
+
+@pytest.mark.parametrize("mutant", mutants.MUTANTS, ids=lambda m: m.name)
+def test_one_mistake_costs_only_its_part(batch, assignment, mutant):
+    result = batch[3][mutant.name]
+    assert result.status == "graded"
+    lost = {part for part in assignment.points if result.parts[part] < assignment.points[part]}
+    assert lost == {mutant.part}, result.parts
+    messages = " ".join(c.message.en for c in result.checks if not c.passed)
+    assert mutant.message in messages
+
+
+def test_grades_csv_feedback_and_gradebook_agree(batch, assignment):
+    _, out, run, results = batch
+    with (out / "grades.csv").open(encoding="utf-8-sig") as f:
+        rows = {row["student_id"]: row for row in csv.DictReader(f)}
+    assert set(rows) == set(results)
+    for sid, result in results.items():
+        assert float(rows[sid]["total"]) == pytest.approx(result.total)
+        for part in assignment.points:
+            assert float(rows[sid][part]) == pytest.approx(result.parts[part])
+        page = (out / "feedback" / f"{sid}.html").read_text(encoding="utf-8")
+        assert f"{result.total:g}".rstrip("0").rstrip(".") in page
+    assert "key" in run.stdout and "100" in run.stdout  # the printed class summary
+
+    export = out / "export.csv"
+    done = subprocess.run([str(Path(sys.executable).with_name("nbgrader")), "export",
+                           f"--db={gradebook.default_db_url(out)}", f"--to={export}"],
+                          capture_output=True, text=True, cwd=out,
+                          env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                               "PYTHONUTF8": "1"})
+    assert done.returncode == 0, done.stderr
+    with export.open(encoding="utf-8") as f:
+        exported = {row["student_id"]: float(row["score"]) for row in csv.DictReader(f)}
+    assert exported == {sid: pytest.approx(r.total) for sid, r in results.items()}
+
+
+def test_rerun_skips_graded_students(batch, mnist_dir):
+    folder, out, _, results = batch
+    before = {p.name: p.read_bytes() for p in (out / "results").iterdir()}
+    run = autograder("grade", str(folder), "--out", str(out), "--lang", "en", env={**os.environ,
+                                                                                   "MNIST_DIR": str(mnist_dir)})
+    assert run.returncode == 0, run.stderr
+    assert {p.name: p.read_bytes() for p in (out / "results").iterdir()} == before
+
+
+def test_validate_prints_the_report(batch, mnist_dir):
+    folder = batch[0]
+    env = {**os.environ, "MNIST_DIR": str(mnist_dir)}
+    good = autograder("validate", str(folder / "key.ipynb"), "--lang", "en", env=env)
+    assert good.returncode == 0, good.stderr
+    assert "total: 100 / 100" in good.stdout.lower() or "100 / 100" in good.stdout
+    broken = folder.parent / "broken.ipynb"
+    broken.write_text('{"cells": [', encoding="utf-8")
+    bad = autograder("validate", str(broken), "--lang", "en", env=env)
+    assert bad.returncode == 0, bad.stderr
+    assert "not valid JSON" in bad.stdout and "0 / 100" in bad.stdout
+    hidden = (REPO_ROOT / "assignments" / "cnn_mnist" / "hidden" / "checks_shapes.py").read_text()
+    assert "def judge_group" in hidden and "def judge_group" not in good.stdout + bad.stdout

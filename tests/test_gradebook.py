@@ -1,0 +1,149 @@
+"""Scores land in nbgrader's gradebook, and nbgrader's own `nbgrader export` shows them."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autograder import gradebook
+from autograder.results import GRADED, LIMIT, Message, SubmissionResult, invalid
+
+pytest.importorskip("nbgrader")
+
+ALICE, YAMADA, HOSTILE = "alice", "山田 太郎", "<script>alert(1)</script> $(rm -rf ~)"
+
+
+def result(student_id, parts, status=GRADED):
+    return SubmissionResult(student_id=student_id, status=status, reason=None, parts=parts,
+                            max_parts={p: 0.0 for p in parts})
+
+
+@pytest.fixture
+def points(assignment):
+    return dict(assignment.points)  # shapes 20, net 25, device 10, training 35, evaluate 10
+
+
+def batch(points, *, alice_net=25.0):
+    partial = {p: 0.0 for p in points} | {"shapes": 20.0, "net": alice_net, "evaluate": 7.5}
+    return [result(ALICE, partial, LIMIT), result(YAMADA, dict(points)),
+            # The parts an invalid row carries never count: it is recorded with 0s whatever they say.
+            dataclasses.replace(invalid(HOSTILE, Message("読めません", "unreadable"), points), parts=dict(points))]
+
+
+@pytest.fixture(scope="session")
+def empty_db(tmp_path_factory, assignment) -> Path:
+    """A gradebook made once by record() itself (which must find `alembic` without an activated venv), copied
+    for each test: creating one runs `alembic heads` in a subprocess, which takes seconds."""
+    folder = tmp_path_factory.mktemp("template")
+    gradebook.record(gradebook.default_db_url(folder), dataclasses.replace(assignment, points={}), [])
+    return folder / gradebook.DB_NAME
+
+
+@pytest.fixture
+def db_url(tmp_path, empty_db) -> str:
+    shutil.copy(empty_db, tmp_path / gradebook.DB_NAME)
+    return gradebook.default_db_url(tmp_path)
+
+
+def export(db_url: str, folder: Path, *, cli: bool) -> dict[str, dict[str, str]]:
+    """nbgrader's CSV export of the database: student_id -> its row. With cli, the real `nbgrader export` command
+    (seconds to start); without, the same exporter class called in-process."""
+    out = folder / "export.csv"
+    if cli:
+        # Run from another folder: nbgrader's default database is <cwd>/gradebook.db, so this proves --db is used.
+        elsewhere = folder / "elsewhere"
+        elsewhere.mkdir(exist_ok=True)
+        env = dict(os.environ, PYTHONUTF8="1")  # nbgrader writes the CSV in the locale's encoding
+        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")  # nbgrader runs `alembic`
+        proc = subprocess.run([sys.executable, "-m", "nbgrader", "export", f"--db={db_url}", f"--to={out}"],
+                              cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+    else:
+        from nbgrader.api import Gradebook
+        from nbgrader.plugins import CsvExportPlugin
+
+        with Gradebook(db_url) as gb:
+            CsvExportPlugin(to=str(out)).export(gb)
+    with out.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    by_id = {row["student_id"]: row for row in rows}
+    assert len(by_id) == len(rows), "a student appears twice in the export"
+    return by_id
+
+
+def scores(db_url, assignment, student):
+    from nbgrader.api import Gradebook
+
+    with Gradebook(db_url) as gb:
+        return {g.name: g.auto_score for g in
+                gb.find_submission_notebook("cnn_mnist", assignment.name, student).grades}
+
+
+def test_record_then_export_and_rerun(tmp_path, db_url, assignment, points):
+    assert db_url == f"sqlite:///{tmp_path.resolve() / 'gradebook.db'}"
+    gradebook.record(db_url, assignment, batch(points))
+
+    rows = export(db_url, tmp_path, cli=True)
+    assert set(rows) == {ALICE, YAMADA, HOSTILE}
+    assert {sid: (float(r["score"]), float(r["max_score"])) for sid, r in rows.items()} == {
+        ALICE: (52.5, 100.0), YAMADA: (100.0, 100.0), HOSTILE: (0.0, 100.0)}
+    assert rows[ALICE]["assignment"] == "cnn_mnist"
+    assert scores(db_url, assignment, ALICE) == {
+        "test_shapes": 20.0, "test_net": 25.0, "test_device": 0.0, "test_training": 0.0,
+        "test_evaluate": 7.5}
+
+    # A regrade with other points updates the same rows: no second student, submission or grade.
+    gradebook.record(db_url, assignment, batch(points, alice_net=5.0))
+    rows = export(db_url, tmp_path, cli=False)
+    assert {sid: float(r["score"]) for sid, r in rows.items()} == {ALICE: 32.5, YAMADA: 100.0, HOSTILE: 0.0}
+    from nbgrader.api import Gradebook
+
+    with Gradebook(db_url) as gb:
+        assert len(gb.students) == 3
+        assert gb.find_assignment("cnn_mnist").num_submissions == 3
+        grades = gb.find_submission_notebook("cnn_mnist", "cnn_mnist", ALICE).grades
+        assert len(grades) == len(points) and not any(g.needs_manual_grade for g in grades)
+        cells = gb.find_notebook("cnn_mnist", "cnn_mnist").grade_cells
+        assert {c.name: (c.max_score, c.cell_type) for c in cells} == {
+            f"test_{p}": (v, "code") for p, v in points.items()}
+
+
+def test_manual_score_survives_a_regrade(db_url, assignment, points):
+    from nbgrader.api import Gradebook
+
+    gradebook.record(db_url, assignment, batch(points))
+    with Gradebook(db_url) as gb:
+        gb.find_grade("test_net", "cnn_mnist", "cnn_mnist", ALICE).manual_score = 20.0  # a TA's override
+        gb.db.commit()
+    gradebook.record(db_url, assignment, batch(points, alice_net=5.0))
+    with Gradebook(db_url) as gb:
+        grade = gb.find_grade("test_net", "cnn_mnist", "cnn_mnist", ALICE)
+        assert (grade.auto_score, grade.manual_score, grade.score, grade.needs_manual_grade) == (5.0, 20.0, 20.0, True)
+
+
+def test_new_part_gets_grades_for_existing_submissions(db_url, assignment, points):
+    fewer = dataclasses.replace(assignment, points={"shapes": 20.0})
+    gradebook.record(db_url, fewer, [result(ALICE, {"shapes": 20.0})])
+    gradebook.record(db_url, assignment, [result(ALICE, dict(points))])
+    assert scores(db_url, assignment, ALICE) == {f"test_{p}": v for p, v in points.items()}
+
+
+def test_refuses_what_would_record_wrong_scores(tmp_path, db_url, assignment, points):
+    nowhere = gradebook.default_db_url(tmp_path / "new")
+    with pytest.raises(gradebook.GradebookError, match="bonus"):
+        gradebook.record(nowhere, assignment, [result(ALICE, {"bonus": 5.0})])
+    with pytest.raises(gradebook.GradebookError, match="more than one result"):
+        gradebook.record(nowhere, assignment, [result(ALICE, {}), result(ALICE, {})])
+    assert not (tmp_path / "new").exists()  # checked before anything was written
+
+    gradebook.record(db_url, assignment, [result(ALICE, dict(points))])
+    fewer = dataclasses.replace(assignment, points={p: v for p, v in points.items() if p != "evaluate"})
+    with pytest.raises(gradebook.GradebookError, match="test_evaluate"):  # it would inflate max_score
+        gradebook.record(db_url, fewer, [result(ALICE, {"shapes": 1.0})])

@@ -1,0 +1,197 @@
+"""The TA outputs (grades CSV, class summary) and the student feedback pages, from results built in code."""
+
+from __future__ import annotations
+
+import csv
+import html.parser
+from urllib.parse import quote
+
+import pytest
+
+from autograder import report
+from autograder.results import CRASHED, GRADED, INVALID, CheckResult, Message, SubmissionResult, invalid
+
+PARTS = ["shapes", "net", "accuracy"]
+MAX = {"shapes": 20.0, "net": 25.0, "accuracy": 15.0}
+HOSTILE = "<script>alert(1)</script>"
+
+
+def check(name, part, points, max_points, message=None):
+    return CheckResult(name=name, part=part, title=Message(ja=f"{name} の確認", en=f"check {name}"),
+                       points=points, max_points=max_points, message=message)
+
+
+def full(student_id="alice"):
+    return SubmissionResult(student_id=student_id, status=GRADED, reason=None, parts=dict(MAX), max_parts=dict(MAX),
+                            checks=(check("shapes.conv", "shapes", 20, 20), check("net.layers", "net", 25, 25),
+                                    check("accuracy.test", "accuracy", 15, 15)), seconds=41.25)
+
+
+def partial(student_id="山田 太郎"):
+    lost = Message(ja="期待値: (26, 26)\n実際: (28, 28)\nヒント: パディングは 0",
+                   en="expected (26, 26)\nobserved (28, 28)\nhint: no padding")
+    return SubmissionResult(
+        student_id=student_id, status=CRASHED,
+        reason=Message(ja="学習中にプロセスが終了しました", en="the process exited during training"),
+        parts={"shapes": 10.0, "net": 25.0, "accuracy": 2.5}, max_parts=dict(MAX),
+        checks=(check("shapes.conv", "shapes", 0, 10, lost), check("shapes.pool", "shapes", 10, 10),
+                check("net.layers", "net", 25, 25),
+                check("accuracy.test", "accuracy", 2.5, 15, Message(ja="正解率 0.55", en="accuracy 0.55"))),
+        notes=(Message(ja="print が多すぎます", en="too much print output"),), seconds=7.0)
+
+
+def broken(student_id="=cmd|' /C calc'!A0"):
+    return invalid(student_id, Message(ja="ノートブックを読めません", en="not a readable notebook"), MAX)
+
+
+def hostile():
+    msg = Message(ja=f"観測: {HOSTILE}", en=f"observed {HOSTILE} & \"quotes\"")
+    return SubmissionResult(student_id=HOSTILE, status=GRADED, reason=Message(ja=HOSTILE, en=HOSTILE),
+                            parts={"shapes": 0.0, "net": 25.0, "accuracy": 15.0}, max_parts=dict(MAX),
+                            checks=(CheckResult(name="shapes.x", part="shapes", title=Message(HOSTILE, HOSTILE),
+                                                points=0, max_points=20, message=msg),),
+                            notes=(Message(HOSTILE, HOSTILE),))
+
+
+# ---------------------------------------------------------------------------------------------------------- CSV
+
+def read_csv(path):
+    raw = path.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")  # the BOM Excel needs to read UTF-8
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_grades_csv_rows(tmp_path):
+    path = report.write_grades_csv([full(), partial(), broken()], tmp_path / "grades.csv", PARTS)
+    rows = read_csv(path)
+    assert rows[0] == ["student_id", "shapes", "net", "accuracy", "total", "max_total", "status", "reason",
+                       "reason_ja", "seconds"]
+    assert rows[1] == ["alice", "20", "25", "15", "60", "60", "graded", "", "", "41.2"]
+    assert rows[2] == ["山田 太郎", "10", "25", "2.5", "37.5", "60", "crashed", "the process exited during training",
+                       "学習中にプロセスが終了しました", "7.0"]
+    # The formula-looking id is defused with a leading quote; the rest of the row is untouched.
+    assert rows[3] == ["'=cmd|' /C calc'!A0", "0", "0", "0", "0", "60", "invalid", "not a readable notebook",
+                       "ノートブックを読めません", "0.0"]
+    assert not list(tmp_path.glob(".*"))  # the temp file was renamed away
+
+
+@pytest.mark.parametrize("sid", ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "＝1+1"])
+def test_csv_formula_guard(tmp_path, sid):
+    rows = read_csv(report.write_grades_csv([full(sid)], tmp_path / "g.csv", PARTS))
+    assert rows[1][0] == "'" + sid
+
+
+def test_csv_without_bom_and_missing_part(tmp_path):
+    r = SubmissionResult(student_id="bob", status=GRADED, reason=None, parts={"shapes": 20.0},
+                         max_parts={"shapes": 20.0})
+    path = report.write_grades_csv([r], tmp_path / "g.csv", ["shapes", "net"], bom=False)
+    assert not path.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert path.read_text(encoding="utf-8").splitlines()[1] == "bob,20,,20,20,graded,,,0.0"
+
+
+# ------------------------------------------------------------------------------------------------------ summary
+
+def test_summary_table_aligns_wide_ids_and_counts():
+    long_id = "x" * 60
+    ids = [long_id, "a\x1b[31mred", "b\u202eevil"]
+    text = report.summary_table([full(), partial(), broken(), *map(full, ids)], PARTS)
+    lines = text.splitlines()
+    table = lines[:lines.index("")]
+    # Every table line has its status column start at the same display column, Japanese id included.
+    starts = {report._width(line[:line.rindex("  ") + 2]) for line in table[3:]}
+    assert len(starts) == 1, text
+    assert any(line.startswith("山田 太郎 ") for line in table)
+    assert "x" * 23 + "…" in text and long_id not in text  # truncated to MAX_ID_WIDTH columns
+    assert "\x1b" not in text and "a\\x1b[31mred" in text  # no terminal escapes reach the TA's screen
+    assert "\u202e" not in text and "b\\u202eevil" in text  # nor a right-to-left override
+    assert table[0].split() == ["student", "shapes", "net", "accuracy", "total", "status"]
+    assert table[2].split() == ["(max)", "20", "25", "15", "60"]
+    assert "status: graded 4, limit 0, crashed 1, invalid 1" in text
+    assert "total: mean 46.25, median 60 of 60 (6 students)" in text
+
+
+def test_summary_table_truncates_wide_ids_by_width():
+    text = report.summary_table([full("山" * 30)], PARTS)
+    cut = "山" * 11 + "…"  # 22 columns + the ellipsis fit in 24
+    assert cut in text and report._width(cut) <= report.MAX_ID_WIDTH
+
+
+def test_summary_empty():
+    assert report.summary_table([], PARTS) == "no results"
+
+
+# ----------------------------------------------------------------------------------------------------- feedback
+
+class _Tags(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.text = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse(page):
+    p = _Tags()
+    p.feed(page)
+    return p
+
+
+def test_feedback_escapes_hostile_values():
+    page = report.feedback_html(hostile())
+    assert "<script" not in page.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&quot;quotes&quot;" in report.feedback_html(hostile(), lang="en")
+    parsed = parse(page)
+    assert "script" not in {t for t, _ in parsed.tags}
+    assert HOSTILE in "".join(parsed.text)  # shown to the student as text, exactly
+
+
+def test_feedback_japanese_default():
+    page = report.feedback_html(partial())
+    parsed = parse(page)
+    assert ("html", {"lang": "ja"}) in parsed.tags
+    assert ("meta", {"charset": "utf-8"}) in parsed.tags
+    assert not any(t in ("link", "script", "img") for t, _ in parsed.tags)  # self-contained
+    text = "".join(parsed.text)
+    assert "山田 太郎" in text and "37.5 / 60" in text
+    assert "学習中にプロセスが終了しました" in text and "実行中に異常終了" in text
+    assert "期待値: (26, 26)\n実際: (28, 28)" in text  # the message of a check that lost points
+    assert "shapes.conv の確認" in text and "0 / 10" in text and "正解率 0.55" in text
+    assert "print が多すぎます" in text
+    assert "expected" not in text
+
+
+def test_feedback_english():
+    page = report.feedback_html(partial(), lang="en", assignment_title="CNN on MNIST")
+    parsed = parse(page)
+    assert ("html", {"lang": "en"}) in parsed.tags
+    text = "".join(parsed.text)
+    assert "CNN on MNIST" in text and "expected (26, 26)\nobserved (28, 28)" in text and "too much print output" in text
+    assert "学習中" not in text
+
+
+def test_feedback_passed_checks_show_no_message_and_invalid_has_no_checks():
+    text = "".join(parse(report.feedback_html(full(), lang="en")).text)
+    assert "60 / 60" in text and "passed" in text and "points lost" not in text
+    text = "".join(parse(report.feedback_html(broken(), lang="en")).text)
+    assert "not a readable notebook" in text and "No checks of this part were run." in text
+
+
+def test_feedback_rejects_unknown_language():
+    with pytest.raises(ValueError, match="lang"):
+        report.feedback_html(full(), lang="fr")
+
+
+def test_write_feedback_files(tmp_path):
+    results = [full(), partial(), broken(), hostile()]
+    paths = report.write_feedback(results, tmp_path, "en")
+    assert [p.name for p in paths] == [quote(r.student_id, safe="") + ".html" for r in results]
+    assert {p.parent for p in paths} == {tmp_path / "feedback"}
+    assert paths[1].name == "%E5%B1%B1%E7%94%B0%20%E5%A4%AA%E9%83%8E.html"
+    assert 'lang="en"' in paths[3].read_text(encoding="utf-8")
+    assert sorted(p.name for p in (tmp_path / "feedback").iterdir()) == sorted(p.name for p in paths)
