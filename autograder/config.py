@@ -7,6 +7,7 @@ whole class with the default.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -52,6 +53,15 @@ class Accuracy:
 
 
 @dataclass(frozen=True)
+class Harness:
+    """Time limits inside a run, below the sandbox's wall time: one hung call costs its part, not the run."""
+
+    cell_seconds: float = 60.0  # executing one answer cell (imports, definitions)
+    call_seconds: float = 10.0  # one call of a student function on a probe; evaluate() gets 4 times this
+    train_seconds: float = 240.0  # the whole training run under the budget
+
+
+@dataclass(frozen=True)
 class Assignment:
     name: str
     notebook: str  # file name of the source notebook in the assignment folder
@@ -61,6 +71,7 @@ class Assignment:
     training: Training = Training()
     accuracy: Accuracy = Accuracy()
     limits: Limits = Limits()
+    harness: Harness = Harness()
     folder: Path = Path(".")
 
     @property
@@ -168,6 +179,9 @@ def _validate(a: Assignment) -> list[str]:
         problems.append("accuracy needs 0 <= floor < threshold <= 1")
     if a.accuracy.margin < 0:
         problems.append("accuracy.margin must not be negative")
+    for name in ("cell_seconds", "call_seconds", "train_seconds"):
+        if getattr(a.harness, name) <= 0:
+            problems.append(f"harness.{name} must be positive")
     for name in ("wall_seconds", "memory_mb", "processes", "output_bytes", "scratch_mb"):
         if getattr(a.limits, name) <= 0:
             problems.append(f"limits.{name} must be positive")
@@ -175,7 +189,10 @@ def _validate(a: Assignment) -> list[str]:
 
 
 def find(name: str, *, root: Path = ASSIGNMENTS_DIR) -> Assignment:
-    """Load the assignment called `name` from the assignments folder, with a message that lists the choices."""
+    """Load the assignment called `name` from the assignments folder (or from a folder path), with a message
+    that lists the choices."""
+    if (Path(name) / CONFIG_NAME).is_file() and (os.sep in name or name.startswith(".")):
+        return load(Path(name))  # a course kept elsewhere, or a copy with other limits
     folder = Path(root) / name
     if not (folder / CONFIG_NAME).is_file():
         known = sorted(p.parent.name for p in Path(root).glob(f"*/{CONFIG_NAME}"))

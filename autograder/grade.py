@@ -81,6 +81,13 @@ class Grader:
         points = self.assignment.points
         if unusable is not None:
             return invalid(sub.student_id, unusable, points, source=sub.source)
+        if obs.problems:
+            # Only code writing to the grader's private channel produces these: nothing of this run counts.
+            log.warning("%s: observation channel tampered with: %s", sub.student_id, "; ".join(obs.problems[:5]))
+            return invalid(sub.student_id, Message(
+                "採点用の記録が提出物のコードによって書き換えられたため、この実行は採点できません。",
+                "the grader's records were written to by the submission's code, so nothing of this run counts."),
+                points, source=sub.source)
         ctx = Context(assignment=self.assignment, sanitized=clean, run=run, obs=obs, reference=self.reference,
                       data=self.trusted, device=self.device, probes=self.probes.PROBES,
                       seed=self.assignment.training.seed + self.settings.seed_offset)

@@ -92,8 +92,8 @@ class Context:
         record = self.obs.first("weights")
         return tensors(record.get("weights")) if record else None
 
-    def accuracy_of(self, state: dict, images: torch.Tensor, labels: torch.Tensor) -> float | None:
-        """Accuracy of the lecture's network with these weights, computed here with the answer key's Net."""
+    def _outputs(self, state: dict, images: torch.Tensor) -> torch.Tensor | None:
+        """Log-probabilities of the answer key's Net with these weights, computed here in the grading process."""
         net = self.reference.Net()
         try:
             net.load_state_dict(state, strict=True)
@@ -101,8 +101,18 @@ class Context:
             return None
         net.to(self.device).eval()
         with torch.no_grad():
-            predictions = torch.cat([net(images[i:i + 2000]).argmax(1) for i in range(0, len(images), 2000)])
-        return (predictions == labels.to(predictions.device)).float().mean().item()
+            return torch.cat([net(images[i:i + 2000]) for i in range(0, len(images), 2000)])
+
+    def accuracy_of(self, state: dict, images: torch.Tensor, labels: torch.Tensor) -> float | None:
+        out = self._outputs(state, images)
+        return None if out is None else (out.argmax(1) == labels.to(out.device)).float().mean().item()
+
+    def holdout_loss(self, state: dict) -> float | None:
+        out = self._outputs(state, self.data.holdout_images)
+        if out is None:
+            return None
+        loss = torch.nn.functional.nll_loss(out, self.data.holdout_labels.to(out.device)).item()
+        return loss if math.isfinite(loss) else float("inf")
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,9 @@ class Observations:
 
 def parse(data: bytes) -> Observations:
     obs = Observations()
-    for number, line in enumerate(data.splitlines(), 1):
+    lines = data.split(b"\n")
+    # The last line is unfinished when the run was killed mid-write: that is a crash, not tampering.
+    for number, line in enumerate(lines[:-1], 1):
         try:
             record = json.loads(line)
         except (ValueError, UnicodeDecodeError):
@@ -72,6 +74,9 @@ def parse(data: bytes) -> Observations:
             obs.problems.append(f"line {number}: {kind} record lacks {sorted(required - record.keys())}")
             continue
         seen = obs.records.setdefault(kind, [])
+        if "done" in obs.records and kind != "done":
+            obs.problems.append(f"line {number}: {kind} record after the end")
+            continue
         if len(seen) >= most:
             obs.problems.append(f"line {number}: surplus {kind} record")
             continue
@@ -141,9 +146,9 @@ def plan_for(assignment: Assignment, cells: list[Cell], probes: dict, settings: 
         "threads": settings.threads,
         "device": settings.device,
         "seed": t.seed + settings.seed_offset,
-        "cell_seconds": 60,
-        "call_seconds": 10,
-        "train_seconds": assignment.limits.wall_seconds,
+        "cell_seconds": assignment.harness.cell_seconds,
+        "call_seconds": assignment.harness.call_seconds,
+        "train_seconds": assignment.harness.train_seconds,
         "shape_probes": probes,
         "net_probe_batch": 16,
         "eval_batch_size": 1000,

@@ -9,7 +9,8 @@ a fresh process tree with
   ``/etc`` files the dynamic linker needs, the Python install prefix and the
   virtualenv) plus the caller's :class:`Mount` s.  ``/scratch`` is a private
   tmpfs of ``Limits.scratch_mb`` (also the home and working directory);
-  ``/tmp`` is a symlink into it, so one budget covers both.  ``/dev/shm`` is a
+  ``/tmp`` is another of the same size (a venv under the host's /tmp is bound
+  inside it).  ``/dev/shm`` is a
   separate tmpfs (DataLoader workers need it) capped at ``Limits.memory_mb``.
   The environment is cleared; no network exists but an unconnected loopback.
 * **an unprivileged uid**: RLIMIT_NPROC is what stops a fork bomb inside the
@@ -120,7 +121,7 @@ class Limits:
     processes: int = 64
     # Bytes of stdout+stderr kept: half of it for each stream; the rest is discarded.
     output_bytes: int = 1_000_000
-    # Size of the writable scratch tmpfs (/scratch, and /tmp inside it).
+    # Size of each writable tmpfs: /scratch and /tmp.
     scratch_mb: int = 256
 
 
@@ -350,8 +351,9 @@ def _parents(path: str) -> list[str]:
     args, parts = [], path.strip("/").split("/")[:-1]
     for i in range(1, len(parts) + 1):
         parent = "/" + "/".join(parts[:i])
-        if parent in ("/scratch", "/tmp") or any(
-                parent == d or parent.startswith(d + "/") for d in _SYSTEM_DIRS):
+        if parent in ("/scratch", "/tmp"):
+            continue  # tmpfs mounts of the sandbox's own; what lies below still needs traversable parents
+        if any(parent == d or parent.startswith(d + "/") for d in _SYSTEM_DIRS):
             break
         args += ["--perms", "0755", "--dir", parent]
     return args
@@ -382,16 +384,17 @@ def _bwrap_argv(argv, mounts, limits, env, cwd, devices, data_fd) -> list[str]:
             cmd += ["--ro-bind", d, d]
     for f in _ETC_FILES:
         cmd += ["--ro-bind-try", f, f]
+    # /tmp is a tmpfs of its own, laid before the Python binds: the grader's venv may itself live under /tmp
+    # (a CI checkout), and a bind there must land inside the sandbox's /tmp, not clash with it.
+    cmd += ["--perms", "1777", *_size(limits.scratch_mb), "--tmpfs", "/tmp"]
     for d in _python_dirs():
         cmd += _parents(d) + ["--ro-bind", d, d]
     cmd += ["--proc", "/proc", "--dev", "/dev"]
     for dev in devices:
         cmd += ["--dev-bind", dev, dev]
-    # /dev/shm is memory; /scratch (and /tmp inside it) is the command's disk.
+    # /dev/shm is memory; /scratch and /tmp are the command's disk, each of scratch_mb.
     cmd += ["--perms", "1777", *_size(limits.memory_mb), "--tmpfs", "/dev/shm",
-            "--perms", "1777", *_size(limits.scratch_mb), "--tmpfs", "/scratch",
-            "--perms", "1777", "--dir", "/scratch/tmp",
-            "--symlink", "/scratch/tmp", "/tmp"]
+            "--perms", "1777", *_size(limits.scratch_mb), "--tmpfs", "/scratch"]
     for m in mounts:
         cmd += _parents(m.target) + ["--bind" if m.writable else "--ro-bind", str(m.source), m.target]
     # The sandbox root and /dev are tmpfs mounts owned by the sandbox's user

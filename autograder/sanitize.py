@@ -63,13 +63,13 @@ def parse(raw: bytes) -> dict:
         raise UnusableNotebook(Message(
             f"JSON として読めません（{exc.lineno} 行目）。ファイルが壊れているか途中で切れています。",
             f"not valid JSON (line {exc.lineno}): the file is damaged or cut short.")) from None
-    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
-        raise UnusableNotebook(Message("Jupyter ノートブックではありません（cells がありません）。",
-                                       "not a Jupyter notebook (it has no cells)."))
-    if nb.get("nbformat") != 4:
+    if isinstance(nb, dict) and "nbformat" in nb and nb.get("nbformat") != 4:
         raise UnusableNotebook(Message(
             f"ノートブックの形式が古すぎます（nbformat {nb.get('nbformat')}）。Jupyter で開いて保存し直してください。",
             f"unsupported notebook format (nbformat {nb.get('nbformat')}): open it in Jupyter and save it again."))
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        raise UnusableNotebook(Message("Jupyter ノートブックではありません（cells がありません）。",
+                                       "not a Jupyter notebook (it has no cells)."))
     if not all(isinstance(c, dict) for c in nb["cells"]):
         raise UnusableNotebook(Message("セルの形式が壊れています。", "a cell is malformed."))
     return nb

@@ -1,0 +1,628 @@
+#!/usr/bin/env python
+"""Benchmark (issue 5): the kit's `autograder grade` against nbgrader's own `autograde`, on the same notebooks.
+
+Run by hand; it prints figures and is not a test. In one run it
+
+1. builds, in a temporary folder, the course a TA would set up with nbgrader alone, from the same source
+   notebook (assignments/cnn_mnist/cnn_mnist.ipynb): the experiment cell (2 epochs) and the accuracy check
+   that reads its result are dropped, and one hidden-test grade cell is added that trains the student's
+   `Net` with the student's `train_one_epoch` under assignment.toml's [training] budget the ordinary way
+   (torchvision datasets.MNIST + ToTensor/Normalize + DataLoader(shuffle=True)) and asserts the test accuracy
+   against [accuracy].threshold; runs `nbgrader generate_assignment`; writes N submissions (the released
+   notebook filled with the answer key) as submitted/<student>/cnn_mnist/cnn_mnist.ipynb;
+2. per round, in turn: `nbgrader autograde` one student at a time (timed per submission), then
+   `autograder grade submitted --jobs 1`, then `--jobs 2`, each a subprocess, timed as a batch;
+3. runs one submission through autograder.observe directly (per-cell, training and peak-memory figures),
+   times a bare sandbox with `import torch`, the hidden checks (judge) in this process, and the floor:
+   the same lecture Net, batch size, optimizer and resident normalised tensors trained in this process;
+4. prints a table with the targets and PASS/MISS.
+
+Usage:  MNIST_DIR=/path/to/mnist .venv/bin/python bench/grade_vs_nbgrader.py [--n 6] [--rounds 1] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the kit (installed with -e anyway) and tests/mutants.py, used read-only
+sys.path.insert(0, str(REPO / "tests"))
+
+BIN = Path(sys.executable).parent  # the virtualenv's bin: nbgrader, autograder, alembic, jupyter
+NOTEBOOK = "cnn_mnist.ipynb"
+ASSIGNMENT = "cnn_mnist"
+HIDDEN_ID = "test_accuracy_hidden"
+
+# Targets of issue 5.
+TARGET_SPEEDUP = 4.0  # nbgrader per-submission median / kit per-submission median (jobs 1)
+TARGET_SCALING = 1.6  # kit throughput with --jobs 2 (= cores) / with --jobs 1
+TARGET_RSS_MB = 1.5 * 1024  # peak resident memory of one sandbox
+
+T0 = time.monotonic()
+
+
+def log(msg: str) -> None:
+    t = time.monotonic() - T0
+    print(f"[{int(t) // 60:02d}:{int(t) % 60:02d}] {msg}", flush=True)
+
+
+class Meter:
+    """CPU that other processes used while a phase ran, sampled from /proc in a background thread.
+
+    Every process that is not this one or one of its descendants (sandboxes included) counts as foreign. A
+    foreign process that starts and ends between two samples is missed, so the figure is a lower bound.
+    Other people's jobs on the same machine change the timings a lot (two torch threads on two cores slow
+    down sharply when a third process wants a core), so every phase reports it next to its timings.
+    """
+
+    HZ = os.sysconf("SC_CLK_TCK")
+    INTERVAL = 0.5
+
+    def __init__(self):
+        self.phases: list[tuple[str, float, float, float]] = []  # name, wall, foreign cores, steal cores
+        self._lock = threading.Lock()
+        self._foreign = 0.0
+        self._last: dict[tuple[int, int], int] = {}
+        self._last_scan_ticks = 0.0
+        self._scan()
+        threading.Thread(target=self._loop, daemon=True, name="bench-meter").start()
+
+    @staticmethod
+    def _uptime_ticks() -> float:
+        return float(Path("/proc/uptime").read_text().split()[0]) * Meter.HZ
+
+    @staticmethod
+    def _steal() -> float:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return int(fields[8]) / Meter.HZ if len(fields) > 8 else 0.0
+
+    def _scan(self) -> None:
+        now = self._uptime_ticks()
+        procs = {}
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                raw = Path(f"/proc/{name}/stat").read_text()
+            except OSError:
+                continue
+            rest = raw[raw.rfind(")") + 2:].split()
+            procs[int(name)] = (int(rest[1]), int(rest[19]), int(rest[11]) + int(rest[12]))  # ppid, start, cpu
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _, _) in procs.items():
+            children.setdefault(ppid, []).append(pid)
+        mine, todo = set(), [os.getpid()]
+        while todo:
+            pid = todo.pop()
+            mine.add(pid)
+            todo += children.get(pid, [])
+        seen, foreign = {}, 0
+        for pid, (_, started, cpu) in procs.items():
+            if pid in mine:
+                continue
+            key = (pid, started)
+            seen[key] = cpu
+            if key in self._last:
+                foreign += cpu - self._last[key]
+            elif started >= self._last_scan_ticks:  # started since the last scan: all of its time is new
+                foreign += cpu
+        with self._lock:
+            self._foreign += foreign / self.HZ
+            self._last, self._last_scan_ticks = seen, now
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.INTERVAL)
+            try:
+                self._scan()
+            except Exception:  # a measurement aid must never stop the benchmark
+                pass
+
+    def start(self) -> None:
+        self._scan()
+        with self._lock:
+            self._foreign = 0.0
+        self._t0, self._steal0 = time.monotonic(), self._steal()
+
+    def stop(self, name: str) -> float:
+        self._scan()
+        wall = max(time.monotonic() - self._t0, 1e-9)
+        with self._lock:
+            foreign = self._foreign / wall
+        steal = (self._steal() - self._steal0) / wall
+        self.phases.append((name, wall, foreign, steal))
+        return foreign
+
+
+METER: Meter | None = None  # started in main()
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 1. the nbgrader-only course
+# ----------------------------------------------------------------------------------------------------------
+
+def hidden_test_source(assignment, data_root: Path) -> str:
+    t, threshold = assignment.training, assignment.accuracy.threshold
+    n_train = 60_000 - t.holdout
+    if t.optimizer == "adam":
+        make_opt = f"optim.Adam(_model.parameters(), lr={t.lr!r})"
+    else:
+        make_opt = f"optim.SGD(_model.parameters(), lr={t.lr!r}, momentum={t.momentum!r})"
+    return f"""# 非公開テスト / hidden test: train one budget on MNIST and check the test accuracy
+### BEGIN HIDDEN TESTS
+import time as _time
+from torch.utils.data import DataLoader as _DataLoader, Subset as _Subset
+from torchvision import datasets as _datasets, transforms as _transforms
+
+_transform = _transforms.Compose([_transforms.ToTensor(), _transforms.Normalize((0.1307,), (0.3081,))])
+_train = _Subset(_datasets.MNIST({str(data_root)!r}, train=True, download=True, transform=_transform),
+                 range({n_train}))
+_test = _datasets.MNIST({str(data_root)!r}, train=False, download=True, transform=_transform)
+_device = torch.device("cpu")
+torch.manual_seed({t.seed})
+_model = Net().to(_device)
+_opt = {make_opt}
+_loader = _DataLoader(_train, batch_size={t.batch_size}, shuffle=True)
+_started = _time.perf_counter()
+for _epoch in range({t.epochs}):
+    train_one_epoch(_model, _loader, _opt, _device)
+_train_seconds = _time.perf_counter() - _started
+_model.eval()
+_correct = 0
+with torch.no_grad():
+    for _x, _y in _DataLoader(_test, batch_size=1000):
+        _correct += (_model(_x).argmax(dim=1) == _y).sum().item()
+_accuracy = _correct / len(_test)
+print(f"BENCH epoch_seconds={{_train_seconds:.3f}} accuracy={{_accuracy:.4f}} threads={{torch.get_num_threads()}}")
+assert _accuracy >= {threshold!r}, f"test accuracy {{_accuracy:.4f}} < {threshold!r}"
+### END HIDDEN TESTS
+"""
+
+
+def nbgrader_source(assignment, data_root: Path) -> tuple[dict, list[str]]:
+    """The course's source notebook as an nbgrader-only course would have it; returns (notebook, what changed)."""
+    from autograder.notebook import grade_id
+
+    nb = json.loads(assignment.source_notebook.read_text(encoding="utf-8"))
+    kept, dropped = [], []
+    for cell in nb["cells"]:
+        src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        gid = grade_id(cell)
+        if cell["cell_type"] == "code" and gid is None and re.search(r"^EPOCHS\s*=", src, re.M):
+            dropped.append("the experiment cell (EPOCHS = 2 on the full training set; no grade_id)")
+            continue
+        if gid == "test_accuracy":
+            dropped.append("the locked cell 'test_accuracy' (asserts the experiment's test_accuracy >= 0.94)")
+            continue
+        kept.append(cell)
+    points = assignment.check_points.get("training.accuracy", 15.0)
+    kept.append({
+        "cell_type": "code", "execution_count": None, "outputs": [],
+        "metadata": {"nbgrader": {"grade": True, "grade_id": HIDDEN_ID, "locked": True, "points": points,
+                                  "schema_version": 3, "solution": False, "task": False}},
+        "source": hidden_test_source(assignment, data_root),
+    })
+    nb["cells"] = kept
+    return nb, dropped
+
+
+def build_course(tmp: Path, assignment, n: int) -> tuple[Path, list[str], list[str]]:
+    from autograder import mnist
+    import mutants  # tests/mutants.py: answers() is the answer key's code per grade_id (read-only use)
+
+    data_root = tmp / "torchvision-mnist"
+    for train in (True, False):  # extract once, as a TA's shared data folder; each run then only reads it
+        mnist.torchvision_dataset(train, root=data_root)
+    course = tmp / "course"
+    (course / "source" / ASSIGNMENT).mkdir(parents=True)
+    (course / "nbgrader_config.py").write_text(
+        "c = get_config()\n"
+        f"c.CourseDirectory.root = {str(course)!r}\n"
+        "c.CourseDirectory.course_id = 'bench'\n"
+        "c.Execute.timeout = 1800  # nbgrader's default of 30 s per cell would stop the training cell\n",
+        encoding="utf-8")
+    nb, dropped = nbgrader_source(assignment, data_root)
+    (course / "source" / ASSIGNMENT / NOTEBOOK).write_text(json.dumps(nb, ensure_ascii=False, indent=1),
+                                                           encoding="utf-8")
+    run_logged([str(BIN / "nbgrader"), "generate_assignment", ASSIGNMENT, "--force"], cwd=course,
+               logfile=tmp / "logs" / "generate_assignment.log")
+    released = json.loads((course / "release" / ASSIGNMENT / NOTEBOOK).read_text(encoding="utf-8"))
+    assert not any(HIDDEN_ID == (c.get("metadata", {}).get("nbgrader", {}) or {}).get("grade_id")
+                   and "BEGIN HIDDEN" in "".join(c["source"]) for c in released["cells"]), "hidden tests leaked"
+    code = mutants.answers()
+    filled = copy.deepcopy(released)
+    from autograder.notebook import grade_id
+    for cell in filled["cells"]:
+        if grade_id(cell) in code:
+            cell["source"] = code[grade_id(cell)]
+    students = [f"s{i:02d}" for i in range(1, n + 1)]
+    for sid in students:
+        folder = course / "submitted" / sid / ASSIGNMENT
+        folder.mkdir(parents=True)
+        (folder / NOTEBOOK).write_text(json.dumps(filled, ensure_ascii=False, indent=1), encoding="utf-8")
+    return course, students, dropped
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 2. the timed batches
+# ----------------------------------------------------------------------------------------------------------
+
+def subprocess_env() -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # nbgrader runs `alembic` from PATH
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def run_logged(argv: list[str], *, cwd: Path, logfile: Path) -> float:
+    """Run argv, output to logfile; return wall seconds; on failure show the log's tail and stop."""
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with logfile.open("wb") as out:
+        code = subprocess.run(argv, cwd=cwd, env=subprocess_env(), stdout=out, stderr=subprocess.STDOUT).returncode
+    seconds = time.perf_counter() - started
+    if code != 0:
+        tail = logfile.read_text(errors="replace")[-3000:]
+        raise SystemExit(f"failed (exit {code}): {shlex.join(argv)}\n--- {logfile} (tail) ---\n{tail}")
+    return seconds
+
+
+def nbgrader_round(course: Path, students: list[str], tmp: Path, rnd: int) -> list[dict]:
+    from nbgrader.api import Gradebook
+
+    rows = []
+    for sid in students:
+        argv = [str(BIN / "nbgrader"), "autograde", ASSIGNMENT, "--student", sid, "--force"]
+        seconds = run_logged(argv, cwd=course, logfile=tmp / "logs" / f"nbgrader-r{rnd}-{sid}.log")
+        graded = json.loads((course / "autograded" / sid / ASSIGNMENT / NOTEBOOK).read_text(encoding="utf-8"))
+        text = "".join("".join(o.get("text", "")) for c in graded["cells"] for o in c.get("outputs", [])
+                       if o.get("output_type") == "stream")
+        m = re.search(r"BENCH epoch_seconds=([\d.]+) accuracy=([\d.]+) threads=(\d+)", text)
+        with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+            sub = gb.find_submission(ASSIGNMENT, sid)
+            score, max_score = sub.score, sub.max_score
+        row = {"student": sid, "seconds": seconds, "score": score, "max_score": max_score,
+               "epoch_seconds": float(m.group(1)) if m else None, "accuracy": float(m.group(2)) if m else None,
+               "threads": int(m.group(3)) if m else None}
+        rows.append(row)
+        log(f"  nbgrader autograde {sid}: {seconds:.1f} s, score {score:g}/{max_score:g}, "
+            f"epoch in kernel {row['epoch_seconds']} s, accuracy {row['accuracy']}")
+    return rows
+
+
+def kit_round(course: Path, students: list[str], tmp: Path, rnd: int, jobs: int) -> dict:
+    out = tmp / "kit" / f"r{rnd}-jobs{jobs}"
+    argv = [str(BIN / "autograder"), "grade", str(course / "submitted"), "--out", str(out), "--force",
+            "--jobs", str(jobs)]
+    wall = run_logged(argv, cwd=REPO, logfile=tmp / "logs" / f"kit-r{rnd}-jobs{jobs}.log")
+    per_sub, bad = {}, []
+    for sid in students:
+        result = json.loads((out / "results" / f"{sid}.json").read_text(encoding="utf-8"))
+        per_sub[sid] = result["seconds"]
+        total, most = sum(result["parts"].values()), sum(result["max_parts"].values())
+        if result["status"] != "graded" or total != most:
+            bad.append(f"{sid}: {result['status']} {total:g}/{most:g}")
+    log(f"  autograder grade --jobs {jobs}: batch {wall:.1f} s, per-submission seconds "
+        f"{', '.join(f'{s:.1f}' for s in per_sub.values())}" + (f"; NOT FULL MARKS: {bad}" if bad else ""))
+    return {"jobs": jobs, "wall": wall, "per_sub": per_sub, "bad": bad, "argv": argv}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 3. inside the kit, and the floor
+# ----------------------------------------------------------------------------------------------------------
+
+def sandbox_import_torch(assignment, threads: int) -> dict:
+    """A bare sandbox (same limits, same environment) that only imports torch: the fixed start-up cost."""
+    from autograder.sandbox import run_sandboxed
+
+    code = ("import time; t = time.perf_counter(); import torch; "
+            "print(f'IMPORT {time.perf_counter() - t:.3f}')")
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONHASHSEED": "0"}
+    started = time.perf_counter()
+    run = run_sandboxed([sys.executable, "-I", "-c", code], mounts=[], limits=assignment.limits, env=env)
+    wall = time.perf_counter() - started
+    m = re.search(r"IMPORT ([\d.]+)", run.stdout)
+    return {"wall": wall, "import": float(m.group(1)) if m else None, "peak_rss_mb": run.peak_rss_mb,
+            "sandboxed": run.sandboxed}
+
+
+def direct_observe(assignment, notebook: bytes) -> dict:
+    """One submission through Grader.observe / Grader.judge in this process, with jobs 1 and jobs 2 threads."""
+    from autograder.grade import Grader, Options
+    from autograder.submissions import Submission
+
+    started = time.perf_counter()
+    grader = Grader(assignment, Options(device="cpu", jobs=1))
+    init_seconds = time.perf_counter() - started
+    out = {"grader_init": init_seconds, "runs": []}
+    try:
+        cores = os.cpu_count() or 1
+        for threads in sorted({max(1, cores // 1), max(1, cores // 2)}, reverse=True):  # jobs 1, jobs 2
+            grader.settings = dataclasses.replace(grader.settings, threads=threads)
+            sub = Submission(student_id="direct", notebook=notebook, source="direct")
+            t = time.perf_counter()
+            sub, clean, run, obs, unusable, seconds = grader.observe(sub)
+            observe_wall = time.perf_counter() - t
+            t = time.perf_counter()
+            result = grader.judge(sub, clean, run, obs, unusable, seconds)
+            judge_seconds = time.perf_counter() - t
+            training = obs.first("training") or {}
+            cells = {c["id"]: c.get("seconds") for c in obs.all("cell")}
+            out["runs"].append({
+                "threads": threads, "observe": observe_wall, "seconds": seconds, "judge": judge_seconds,
+                "training": training.get("seconds"), "cells": cells, "peak_rss_mb": run.peak_rss_mb,
+                "sandboxed": run.sandboxed, "status": result.status,
+                "points": sum(result.parts.values()), "max_points": sum(result.max_parts.values()),
+                "wall_status": run.killed_for,
+            })
+            r = out["runs"][-1]
+            log(f"  direct observe, {threads} thread(s): observe {observe_wall:.2f} s (training "
+                f"{r['training']:.2f} s, cells {sum(v or 0 for v in cells.values()):.2f} s), judge "
+                f"{judge_seconds:.2f} s, peak RSS {run.peak_rss_mb:.0f} MB, {result.status} "
+                f"{r['points']:g}/{r['max_points']:g}, sandboxed={run.sandboxed}")
+    finally:
+        grader.close()
+    return out
+
+
+class ResidentBatches:
+    """The floor's loader: resident normalised tensors, one randperm per epoch, plain slices."""
+
+    def __init__(self, images, labels, batch_size, seed):
+        self.images, self.labels, self.batch_size, self.seed, self.epoch = images, labels, batch_size, seed, 0
+        self.dataset = range(len(labels))
+
+    def __len__(self):
+        return (len(self.labels) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        import torch
+
+        order = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        self.epoch += 1
+        for start in range(0, len(order), self.batch_size):
+            index = order[start:start + self.batch_size]
+            yield self.images[index], self.labels[index]
+
+
+def floor(assignment, threads: int) -> dict:
+    """The same model (the answer key's Net and train_one_epoch), budget and data, trained in this process."""
+    import torch
+    from autograder import mnist, reference
+
+    t = assignment.training
+    ref = reference.load(assignment)
+    train = mnist.load_split("train")
+    n_train = len(train.labels) - t.holdout
+    images = mnist.normalize(train.images[:n_train]).contiguous()
+    labels = train.labels[:n_train].long()
+    torch.set_num_threads(threads)
+    torch.manual_seed(t.seed)
+    net = ref.Net()
+    if t.optimizer == "adam":
+        opt = torch.optim.Adam(net.parameters(), lr=t.lr)
+    else:
+        opt = torch.optim.SGD(net.parameters(), lr=t.lr, momentum=t.momentum)
+    loader = ResidentBatches(images, labels, t.batch_size, t.seed)
+    started = time.perf_counter()
+    for _ in range(t.epochs):
+        ref.train_one_epoch(net, loader, opt, torch.device("cpu"))
+    seconds = time.perf_counter() - started
+    test = mnist.load_split("test")
+    net.eval()
+    with torch.no_grad():
+        accuracy = (net(mnist.normalize(test.images)).argmax(1) == test.labels.long()).float().mean().item()
+    log(f"  floor, {threads} thread(s): {seconds:.2f} s per epoch, test accuracy {accuracy:.4f}")
+    return {"threads": threads, "seconds": seconds, "accuracy": accuracy}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 4. the report
+# ----------------------------------------------------------------------------------------------------------
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=6, help="submissions per batch (default 6)")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of nbgrader / kit jobs 1 / kit jobs 2 (default 1)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (course, outputs, logs)")
+    args = parser.parse_args(argv)
+    if args.n < 1 or args.rounds < 1:
+        parser.error("--n and --rounds must be at least 1")
+    if not os.environ.get("MNIST_DIR"):
+        parser.error("MNIST_DIR is not set: point it at the folder with the four MNIST .gz files")
+    os.environ["MNIST_DIR"] = str(Path(os.environ["MNIST_DIR"]).resolve())
+
+    import nbgrader
+    import torch
+
+    from autograder import config
+
+    global METER
+    METER = Meter()
+    default_threads = torch.get_num_threads()
+    command = shlex.join([sys.executable, *sys.argv])
+    cores = os.cpu_count() or 1
+    assignment = config.find(ASSIGNMENT)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-grade-vs-nbgrader-"))
+    log(f"command: {command}")
+    log(f"load average at start: {loadavg()}")
+    log(f"work folder: {tmp}{' (kept)' if args.keep else ' (removed at the end; --keep keeps it)'}")
+    try:
+        log(f"building the nbgrader-only course and {args.n} submissions")
+        course, students, dropped = build_course(tmp, assignment, args.n)
+        nb_rows, kit_runs = [], {1: [], 2: []}
+        for rnd in range(1, args.rounds + 1):
+            log(f"round {rnd}/{args.rounds}: nbgrader autograde, one student at a time")
+            METER.start()
+            nb_rows += nbgrader_round(course, students, tmp, rnd)
+            log(f"  other processes used {METER.stop(f'r{rnd} nbgrader'):.2f} cores on average meanwhile")
+            for jobs in (1, 2):
+                log(f"round {rnd}/{args.rounds}: autograder grade --jobs {jobs}")
+                METER.start()
+                kit_runs[jobs].append(kit_round(course, students, tmp, rnd, jobs))
+                log(f"  other processes used {METER.stop(f'r{rnd} kit --jobs {jobs}'):.2f} cores on average meanwhile")
+        log("inside the kit: one submission through autograder.observe, a bare sandbox importing torch")
+        notebook = (course / "submitted" / students[0] / ASSIGNMENT / NOTEBOOK).read_bytes()
+        METER.start()
+        direct = direct_observe(assignment, notebook)
+        threads_j1, threads_j2 = max(1, cores // 1), max(1, cores // 2)  # what grade.Grader gives each sandbox
+        bare = {th: sandbox_import_torch(assignment, th) for th in sorted({threads_j1, threads_j2}, reverse=True)}
+        for th, b in bare.items():
+            log(f"  bare sandbox + import torch ({th} thread(s)): {b['wall']:.2f} s "
+                f"(import {b['import']} s), peak RSS {b['peak_rss_mb']:.0f} MB")
+        METER.stop("direct observe + bare sandboxes")
+        log("floor: the same training in this process")
+        METER.start()
+        floors = {th: floor(assignment, th) for th in sorted({threads_j1, threads_j2}, reverse=True)}
+        METER.stop("floor")
+    finally:
+        if args.keep:
+            log(f"kept: {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    # --- figures ---------------------------------------------------------------------------------------
+    n_total = len(nb_rows)
+    nb_med = statistics.median(r["seconds"] for r in nb_rows)
+    nb_epoch = [r["epoch_seconds"] for r in nb_rows if r["epoch_seconds"] is not None]
+    nb_thr = 60 * n_total / sum(r["seconds"] for r in nb_rows)
+    nb_ok = sum(r["score"] == r["max_score"] for r in nb_rows)
+    k1 = [s for run in kit_runs[1] for s in run["per_sub"].values()]
+    k2 = [s for run in kit_runs[2] for s in run["per_sub"].values()]
+    k1_med, k2_med = statistics.median(k1), statistics.median(k2)
+    k1_wall = sum(run["wall"] for run in kit_runs[1])
+    k2_wall = sum(run["wall"] for run in kit_runs[2])
+    k1_thr, k2_thr = 60 * len(k1) / k1_wall, 60 * len(k2) / k2_wall
+    kit_bad = [b for runs in kit_runs.values() for run in runs for b in run["bad"]]
+    speedup = nb_med / k1_med
+    scaling = k2_thr / k1_thr
+    run_j1 = next(r for r in direct["runs"] if r["threads"] == threads_j1)
+    run_j2 = next(r for r in direct["runs"] if r["threads"] == threads_j2)
+    peak = max(r["peak_rss_mb"] for r in direct["runs"])
+    overhead = k1_med - run_j1["training"]
+    cells_s = sum(v or 0 for v in run_j1["cells"].values())
+    bare_j1 = bare[threads_j1]
+    rest = run_j1["seconds"] - run_j1["training"] - cells_s - bare_j1["wall"]
+    fixed_j1 = k1_wall / len(kit_runs[1]) - sum(kit_runs[1][0]["per_sub"].values()) - args.n * run_j1["judge"]
+
+    w = 62
+    line = "-" * 100
+    print("\n" + "=" * 100)
+    print("grade_vs_nbgrader: the kit's `autograder grade` vs nbgrader autograde, same notebooks")
+    print("=" * 100)
+    print(f"command     : {command}")
+    print(f"machine     : {cores} cores ({platform.processor() or platform.machine()}; "
+          f"{_cpu_model()}), {platform.system()} {platform.release()}")
+    print(f"software    : python {platform.python_version()}, torch {torch.__version__} "
+          f"(default threads {default_threads}), nbgrader {nbgrader.__version__}")
+    print(f"submissions : {args.n} x {args.rounds} round(s) (answer-key-filled release of the nbgrader course); "
+          f"order per round: nbgrader, kit --jobs 1, kit --jobs 2")
+    t = assignment.training
+    print(f"budget      : {t.epochs} epoch(s), {60_000 - t.holdout} training images, batch {t.batch_size}, "
+          f"{t.optimizer} lr={t.lr} momentum={t.momentum}, seed {t.seed}; threshold {assignment.accuracy.threshold}")
+    print(f"nbgrader    : course dropped {'; '.join(dropped)}; added hidden grade cell '{HIDDEN_ID}'")
+    print(f"kit command : autograder grade <course>/submitted --out OUT --force --jobs 1|2")
+    print(line)
+    print(f"{'figure':<{w}} {'value':>12}  {'target':>10}  verdict")
+    print(line)
+
+    def row(name, value, target="", ok=None):
+        print(f"{name:<{w}} {value:>12}  {target:>10}  {'' if ok is None else verdict(ok)}")
+
+    row("nbgrader autograde, per submission, median (s)", f"{nb_med:.2f}")
+    row("  of which the epoch inside the kernel, median (s)",
+        f"{statistics.median(nb_epoch):.2f}" if nb_epoch else "n/a")
+    row("  full marks (hidden accuracy test passed)", f"{nb_ok}/{n_total}")
+    row("kit --jobs 1, per submission 'seconds', median (s)", f"{k1_med:.2f}")
+    row("kit --jobs 2, per submission 'seconds', median (s)", f"{k2_med:.2f}")
+    row("  full marks (kit)", f"{len(k1) + len(k2) - len(kit_bad)}/{len(k1) + len(k2)}")
+    row("speed-up: nbgrader median / kit --jobs 1 median", f"{speedup:.2f}x", f">= {TARGET_SPEEDUP:g}x",
+        speedup >= TARGET_SPEEDUP)
+    row("  (batch view) nbgrader subs/min vs kit --jobs 1 subs/min",
+        f"{nb_thr:.2f} / {k1_thr:.2f}", f"{k1_thr / nb_thr:.2f}x")
+    row("throughput kit --jobs 1 (submissions/min, batch wall incl. start)", f"{k1_thr:.2f}")
+    row(f"throughput kit --jobs 2 (= cores: {cores})", f"{k2_thr:.2f}")
+    row("scaling: jobs 2 / jobs 1 throughput", f"{scaling:.2f}x", f">= {TARGET_SCALING:g}x",
+        scaling >= TARGET_SCALING)
+    row("peak resident memory per sandbox (MB)", f"{peak:.0f}", f"<= {TARGET_RSS_MB:.0f}", peak <= TARGET_RSS_MB)
+    row(f"training epoch inside the grader, {run_j1['threads']} threads (jobs 1) (s)", f"{run_j1['training']:.2f}")
+    row(f"overhead per submission = kit median - epoch (s)", f"{overhead:.2f}")
+    print(line)
+    print("where the kit's per-submission time goes (one direct autograder.observe run, jobs-1 threads):")
+    row("  bare sandbox + python + import torch (s)", f"{bare_j1['wall']:.2f}")
+    row("    of which `import torch` inside (s)", f"{bare_j1['import']:.2f}" if bare_j1["import"] else "n/a")
+    row("  answer cells executed (s)", f"{cells_s:.2f}")
+    row("  training epoch (harness 'training' seconds)", f"{run_j1['training']:.2f}")
+    row("  the rest: probes, evaluate, weights out, parse (s)", f"{rest:.2f}")
+    row("  = sanitize + observe ('seconds') (s)", f"{run_j1['seconds']:.2f}")
+    row("  judge: hidden pytest checks in the grading process (s)", f"{run_j1['judge']:.2f}")
+    row("  Grader start: MNIST, reference, trusted data, in-process (s)", f"{direct['grader_init']:.2f}")
+    row("  per batch outside 'seconds' and judge, --jobs 1 (s)", f"{fixed_j1:.2f}")
+    print(line)
+    print("training epoch: inside the grader vs the floor (same Net, batch, optimizer, resident data, in-process):")
+    for th, run in ((run_j1["threads"], run_j1), (run_j2["threads"], run_j2)):
+        fl = floors.get(th)
+        if fl:
+            jobs = cores // th
+            row(f"  {th} thread(s) (= --jobs {jobs}): grader / floor (s)", f"{run['training']:.2f} / {fl['seconds']:.2f}",
+                f"{run['training'] / fl['seconds']:.2f}x")
+    if nb_epoch:
+        row(f"  nbgrader kernel (DataLoader + transforms, {nb_rows[0]['threads']} threads) / {threads_j1}-thread floor",
+            f"{statistics.median(nb_epoch):.2f} / {floors[threads_j1]['seconds']:.2f}",
+            f"{statistics.median(nb_epoch) / floors[threads_j1]['seconds']:.2f}x")
+    print(line)
+    walls1 = ", ".join(f"{r['wall']:.1f}" for r in kit_runs[1])
+    walls2 = ", ".join(f"{r['wall']:.1f}" for r in kit_runs[2])
+    nb_each = ", ".join(f"{r['seconds']:.1f}" for r in nb_rows)
+    print(f"kit batch walls (s): --jobs 1: {walls1}; --jobs 2: {walls2}; nbgrader per submission (s): {nb_each}")
+    if kit_bad:
+        print(f"kit submissions without full marks: {kit_bad}")
+    print("machine noise: CPU used by other processes while each phase ran (cores on average, of "
+          f"{cores}); load average at the end: {loadavg()}")
+    print("  " + "; ".join(f"{name} {foreign:.2f} ({wall:.0f} s)" for name, wall, foreign, _ in METER.phases))
+    print(f"  hypervisor steal, most in one phase: {max(st for *_, st in METER.phases):.2f} cores")
+    if max(f for _, _, f, _ in METER.phases) > 0.2:
+        print("  WARNING: the machine was not quiet; two-thread torch on two cores slows down sharply when another "
+              "process wants a core, so the figures above are pessimistic for the two-thread runs.")
+    print(f"total benchmark time: {time.monotonic() - T0:.0f} s")
+    return 0
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
