@@ -64,6 +64,22 @@ def _validate(args) -> int:
     return 0
 
 
+def _calibrate(args) -> int:
+    from . import calibrate, grade
+
+    assignment = config.find(args.assignment)
+    options = grade.Options(device=grade.resolve_device(args.device), jobs=args.jobs)
+
+    def progress(seed, accuracy):
+        print(f"seed offset {seed}: test accuracy {accuracy:.4f}", flush=True)
+
+    result = calibrate.calibrate(assignment, seeds=args.seeds, options=options, progress=progress)
+    print(result.summary)
+    current = assignment.accuracy
+    print(f"assignment.toml now: threshold {current.threshold:.2f}, margin {current.margin:.3f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autograder", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (default: warnings only)")
@@ -90,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--assignment", default="cnn_mnist", help="assignment folder name (default: cnn_mnist)")
     _run_options(p)
     p.set_defaults(func=_validate)
+
+    p = commands.add_parser("calibrate", help="train the answer key across seeds; recommend an accuracy threshold")
+    p.add_argument("--assignment", default="cnn_mnist", help="assignment folder name (default: cnn_mnist)")
+    p.add_argument("--seeds", type=int, default=20, help="how many seeds (default: 20)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="(default: auto)")
+    p.add_argument("--jobs", type=int, default=0, help="sandboxes at once (default: the number of cores)")
+    p.set_defaults(func=_calibrate)
     return parser
 
 

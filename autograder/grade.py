@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -92,12 +92,15 @@ class Grader:
                       data=self.trusted, device=self.device, probes=self.probes.PROBES,
                       seed=self.assignment.training.seed + self.settings.seed_offset)
         checks = run_checks(ctx)
+        notes = list(clean.problems)
+        if self._near_threshold(ctx):
+            checks, note = self._second_seed(ctx, clean, checks)
+            notes.append(note)
         parts = {p: 0.0 for p in points}
         for check in checks:
             parts[check.part] += check.points
         parts = {p: round(v, 2) for p, v in parts.items()}  # sums of shares: 19.999999 is 20
         status, reason = status_of(run, obs)
-        notes = list(clean.problems)
         training = obs.first("training")
         if training and training.get("substituted_net"):
             notes.append(Message("あなたの Net は講義の Net と一致しなかったため、学習ループと正解率は講義の Net で確かめました。",
@@ -108,6 +111,26 @@ class Grader:
         return SubmissionResult(student_id=sub.student_id, status=status, reason=reason, parts=parts,
                                 max_parts=dict(points), checks=tuple(checks), notes=tuple(notes),
                                 seconds=round(seconds, 2), source=sub.source)
+
+
+    def _near_threshold(self, ctx: Context) -> bool:
+        a, accuracy = self.assignment.accuracy, ctx.cache.get("accuracy")
+        return accuracy is not None and a.margin > 0 and a.threshold - a.margin <= accuracy < a.threshold
+
+    def _second_seed(self, ctx: Context, clean, checks):
+        """Within the calibrated margin below the threshold, a seed's bad luck must not cost points: train again
+        with another seed and keep the better accuracy check."""
+        settings = replace(self.settings, seed_offset=self.settings.seed_offset + 1)
+        plan = observe.plan_for(self.assignment, list(clean.cells), self.probes.SHAPE_PROBES, settings, self.data)
+        run, obs = observe.run(plan, limits=self.assignment.limits, data=self.data, settings=settings)
+        again = run_checks(replace(ctx, run=run, obs=obs, seed=ctx.seed + 1, cache={}))
+        second = {c.name: c for c in again}
+        kept = [second[c.name] if c.name == "accuracy" and c.name in second and second[c.name].points > c.points
+                else c for c in checks]
+        return kept, Message(f"テスト正解率 {ctx.cache['accuracy']:.4f} が基準に近かったため、別のシードでもう一度学習し、"
+                             "良い方を採用しました。",
+                             f"the test accuracy {ctx.cache['accuracy']:.4f} was close to the threshold, so the network "
+                             "was trained again with another seed and the better result kept.")
 
 
 def status_of(run, obs) -> tuple[str, Message | None]:

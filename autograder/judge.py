@@ -53,7 +53,7 @@ class Context:
         """Why a needed cell did not run, in the student's terms; None when all ran."""
         for gid in grade_ids:
             if gid in self.sanitized.missing:
-                return Message(f"解答セル {gid} がないため採点できません。", f"the answer cell {gid} is missing.")
+                return self.sanitized.missing[gid]
             record = next((r for r in self.obs.all("cell") if r.get("id") == gid), None)
             if record is None:
                 return Message(f"セル {gid} まで実行が進みませんでした（{self.stopped_why().ja}）。",
@@ -83,7 +83,7 @@ class Context:
         return Message("プログラムが途中で終了しました", "the program stopped early")
 
     def test_accuracy(self, state: dict) -> float | None:
-        return self.accuracy_of(state, self.data.test_images, self.data.test_labels)
+        return trusted_accuracy(self.reference, state, self.data, self.device)
 
     def holdout_accuracy(self, state: dict) -> float | None:
         return self.accuracy_of(state, self.data.holdout_images, self.data.holdout_labels)
@@ -93,15 +93,7 @@ class Context:
         return tensors(record.get("weights")) if record else None
 
     def _outputs(self, state: dict, images: torch.Tensor) -> torch.Tensor | None:
-        """Log-probabilities of the answer key's Net with these weights, computed here in the grading process."""
-        net = self.reference.Net()
-        try:
-            net.load_state_dict(state, strict=True)
-        except (RuntimeError, KeyError, TypeError):
-            return None
-        net.to(self.device).eval()
-        with torch.no_grad():
-            return torch.cat([net(images[i:i + 2000]) for i in range(0, len(images), 2000)])
+        return trusted_outputs(self.reference, state, images, self.device)
 
     def accuracy_of(self, state: dict, images: torch.Tensor, labels: torch.Tensor) -> float | None:
         out = self._outputs(state, images)
@@ -133,6 +125,24 @@ class TrustedData:
         return cls(mnist.normalize(test.images).to(device), test.labels.long().to(device),
                    mnist.normalize(train.images[len(train.images) - holdout:]).to(device),
                    train.labels[len(train.labels) - holdout:].long().to(device))
+
+
+def trusted_outputs(reference, state: dict, images: torch.Tensor, device: torch.device) -> torch.Tensor | None:
+    """Log-probabilities of the answer key's Net with these weights, computed here in the grading process."""
+    net = reference.Net()
+    try:
+        net.load_state_dict(state, strict=True)
+    except (RuntimeError, KeyError, TypeError):
+        return None
+    net.to(device).eval()
+    with torch.no_grad():
+        return torch.cat([net(images[i:i + 2000]) for i in range(0, len(images), 2000)])
+
+
+def trusted_accuracy(reference, state: dict, data: TrustedData, device: torch.device) -> float | None:
+    """Test accuracy of these weights, on the 10,000 test images whose labels never enter a sandbox."""
+    out = trusted_outputs(reference, state, data.test_images, device)
+    return None if out is None else (out.argmax(1) == data.test_labels.to(out.device)).float().mean().item()
 
 
 LIMIT_MESSAGES = {

@@ -34,8 +34,8 @@ class Cell:
 @dataclass(frozen=True)
 class Sanitized:
     cells: tuple[Cell, ...]  # in module order; a missing student cell is simply absent
-    problems: tuple[Message, ...]  # cell-level problems (missing, duplicated, turned into markdown)
-    missing: frozenset[str]  # grade_ids of solution cells that could not be taken
+    problems: tuple[Message, ...]  # notes on cells that were graded anyway (duplicates)
+    missing: dict[str, Message]  # grade_id -> why that answer cell could not be taken
 
 
 def _source(cell: dict) -> str:
@@ -85,7 +85,7 @@ def sanitize(raw: bytes, assignment: Assignment) -> Sanitized:
         if isinstance(gid, str):
             by_id.setdefault(gid, []).append(cell)
 
-    cells, problems, missing = [], [], set()
+    cells, problems, missing = [], [], {}
     for gid in assignment.module_cells:
         reference = course[gid]
         if not reference.metadata["nbgrader"].get("solution"):
@@ -94,16 +94,15 @@ def sanitize(raw: bytes, assignment: Assignment) -> Sanitized:
             continue
         found = [c for c in by_id.get(gid, []) if c.get("cell_type") == "code"]
         if not found:
-            missing.add(gid)
             if by_id.get(gid):
-                problems.append(Message(f"解答セル {gid} がコードセルではありません（Markdown に変わっています）。",
-                                        f"the answer cell {gid} is no longer a code cell (it was turned into markdown)."))
+                missing[gid] = Message(f"解答セル {gid} がコードセルではありません（Markdown に変わっています）。",
+                                       f"the answer cell {gid} is no longer a code cell (it was turned into markdown).")
             else:
-                problems.append(Message(f"解答セル {gid} が見つかりません（削除されたか、メタデータが変わっています）。",
-                                        f"the answer cell {gid} is missing (deleted, or its metadata was changed)."))
+                missing[gid] = Message(f"解答セル {gid} が見つかりません（削除されたか、メタデータが変わっています）。",
+                                       f"the answer cell {gid} is missing (deleted, or its metadata was changed).")
             continue
         if len(found) > 1:
             problems.append(Message(f"解答セル {gid} が {len(found)} 個あります。最初のものを採点します。",
                                     f"there are {len(found)} answer cells {gid}; the first one is graded."))
         cells.append(Cell(gid, _source(found[0])))
-    return Sanitized(tuple(cells), tuple(problems), frozenset(missing))
+    return Sanitized(tuple(cells), tuple(problems), missing)

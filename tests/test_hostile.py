@@ -166,13 +166,16 @@ def build_cases():
                   "        except BaseException:\n            pass\n"))
     case(Case("code_memory_bomb", "limit", "memory", "less"), lambda env: replaced("train_one_epoch", "    model.train()\n",
                   "    model.train()\n    hoard = []\n    while True:\n        hoard.append(bytearray(50_000_000))\n"))
-    case(Case("code_fork_bomb", "limit", "too many processes", "zero"), lambda env: with_cell("get_device", "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"))
+    # Each fork duplicates torch's memory in the watchdog's count: whichever limit it exhausts first stops it.
+    case(Case("code_fork_bomb", "limit", "stopped: ", "zero"), lambda env: with_cell("get_device", "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"))
     case(Case("code_background_process", "graded", points="full"), lambda env: with_cell("conv2d_output_size", "import subprocess\nsubprocess.Popen(['sleep', '600'], start_new_session=True)"))
     case(Case("code_10gb_file", "graded", "OSError", "lost:device"), lambda env: with_cell("get_device", "with open('/scratch/big', 'wb') as f:\n    for _ in range(10_000):\n"
                                  "        f.write(bytes(1_000_000))"))
     case(Case("code_print_gigabyte", "graded", points="full"), lambda env: with_cell("evaluate", "import sys\nfor _ in range(1000):\n    sys.stdout.write('x' * 1_000_000)"))
     case(Case("code_segfault", "crashed", "ended early", "zero"), lambda env: with_cell("net", "import ctypes\nctypes.string_at(0)"))
-    case(Case("code_kill_parent", "crashed", "ended early", "zero"), lambda env: with_cell("net", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.kill(-1, signal.SIGKILL)"))
+    # The sandbox's init belongs to another uid (refused), and kill(-1) reaches only the submission's own others.
+    case(Case("code_kill_parent", "graded", points="full"), lambda env: with_cell("net", "import os, signal\ntry:\n    os.kill(os.getppid(), signal.SIGKILL)\nexcept OSError:\n"
+                         "    pass\nos.kill(-1, signal.SIGKILL)"))
     case(Case("code_nan_loss", "graded", "not this epoch's mean loss", "lost:training"), lambda env: replaced("train_one_epoch", "return total / batches", "return float('nan')"))
     case(Case("code_wrong_types", "graded", "(other)", "lost:shapes,evaluate"), lambda env: _wrong_types())
     case(Case("code_billion_parameters", "limit", "memory", "less"), lambda env: replaced("net", "self.fc2 = nn.Linear(16, 10)", "self.fc2 = nn.Linear(16, 10)\n        self.big = nn.Linear(40_000, 25_000)"))
