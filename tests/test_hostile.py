@@ -174,8 +174,8 @@ def build_cases():
     case(Case("code_print_gigabyte", "graded", points="full"), lambda env: with_cell("evaluate", "import sys\nfor _ in range(1000):\n    sys.stdout.write('x' * 1_000_000)"))
     case(Case("code_segfault", "crashed", "ended early", "zero"), lambda env: with_cell("net", "import ctypes\nctypes.string_at(0)"))
     # The sandbox's init belongs to another uid (refused), and kill(-1) reaches only the submission's own others.
-    case(Case("code_kill_parent", "graded", points="full"), lambda env: with_cell("net", "import os, signal\ntry:\n    os.kill(os.getppid(), signal.SIGKILL)\nexcept OSError:\n"
-                         "    pass\nos.kill(-1, signal.SIGKILL)"))
+    case(Case("code_kill_parent", "graded", points="full"), lambda env: with_cell("net", "import os, signal\nfor _pid in (os.getppid(), -1, 1):\n    try:\n"
+                         "        os.kill(_pid, signal.SIGKILL)\n    except OSError:\n        pass"))
     case(Case("code_nan_loss", "graded", "not this epoch's mean loss", "lost:training"), lambda env: replaced("train_one_epoch", "return total / batches", "return float('nan')"))
     case(Case("code_wrong_types", "graded", "(other)", "lost:shapes,evaluate"), lambda env: _wrong_types())
     case(Case("code_billion_parameters", "limit", "memory", "less"), lambda env: replaced("net", "self.fc2 = nn.Linear(16, 10)", "self.fc2 = nn.Linear(16, 10)\n        self.big = nn.Linear(40_000, 25_000)"))
