@@ -12,7 +12,6 @@ import statistics
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from . import observe
 from .config import REPO_ROOT, Assignment
 from .grade import Grader, Options
 from .judge import trusted_accuracy
@@ -46,9 +45,7 @@ def calibrate(assignment: Assignment, *, seeds: int, options: Options, progress=
     grader = Grader(assignment, options)
     try:
         def one(seed: int) -> float:
-            settings = replace(grader.settings, seed_offset=seed)
-            plan = observe.plan_for(assignment, list(clean.cells), grader.probes.SHAPE_PROBES, settings, grader.data)
-            _, obs = observe.run(plan, limits=assignment.limits, data=grader.data, settings=settings)
+            _, obs = grader.sandboxed(clean, replace(grader.settings, seed_offset=seed))
             record = obs.first("weights")
             state = tensors(record.get("weights")) if record else None
             accuracy = trusted_accuracy(grader.reference, state, grader.trusted, grader.device) if state else None

@@ -72,9 +72,13 @@ class Grader:
             clean = sanitize(sub.notebook, self.assignment)
         except UnusableNotebook as exc:
             return sub, None, None, None, exc.message, time.monotonic() - started
-        plan = observe.plan_for(self.assignment, list(clean.cells), self.probes.SHAPE_PROBES, self.settings, self.data)
-        run, obs = observe.run(plan, limits=self.assignment.limits, data=self.data, settings=self.settings)
+        run, obs = self.sandboxed(clean, self.settings)
         return sub, clean, run, obs, None, time.monotonic() - started
+
+    def sandboxed(self, clean, settings: RunSettings):
+        """One sandboxed run of these cells under these settings: (RunResult, Observations)."""
+        plan = observe.plan_for(self.assignment, list(clean.cells), self.probes.SHAPE_PROBES, settings, self.data)
+        return observe.run(plan, limits=self.assignment.limits, data=self.data, settings=settings)
 
     def judge(self, sub: Submission, clean, run, obs, unusable: Message | None, seconds: float) -> SubmissionResult:
         """Main-thread half: the hidden checks, on data only."""
@@ -112,7 +116,6 @@ class Grader:
                                 max_parts=dict(points), checks=tuple(checks), notes=tuple(notes),
                                 seconds=round(seconds, 2), source=sub.source)
 
-
     def _near_threshold(self, ctx: Context) -> bool:
         a, accuracy = self.assignment.accuracy, ctx.cache.get("accuracy")
         return accuracy is not None and a.margin > 0 and a.threshold - a.margin <= accuracy < a.threshold
@@ -120,9 +123,7 @@ class Grader:
     def _second_seed(self, ctx: Context, clean, checks):
         """Within the calibrated margin below the threshold, a seed's bad luck must not cost points: train again
         with another seed and keep the better accuracy check."""
-        settings = replace(self.settings, seed_offset=self.settings.seed_offset + 1)
-        plan = observe.plan_for(self.assignment, list(clean.cells), self.probes.SHAPE_PROBES, settings, self.data)
-        run, obs = observe.run(plan, limits=self.assignment.limits, data=self.data, settings=settings)
+        run, obs = self.sandboxed(clean, replace(self.settings, seed_offset=self.settings.seed_offset + 1))
         again = run_checks(replace(ctx, run=run, obs=obs, seed=ctx.seed + 1, cache={}))
         second = {c.name: c for c in again}
         kept = [second[c.name] if c.name == "accuracy" and c.name in second and second[c.name].points > c.points

@@ -31,6 +31,7 @@ import platform
 import re
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -452,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1, help="rounds of nbgrader / kit jobs 1 / kit jobs 2 (default 1)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (course, outputs, logs)")
     args = parser.parse_args(argv)
+    # kill PID: stop like Ctrl-C, so the running command is stopped and the temporary folder removed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if args.n < 1 or args.rounds < 1:
         parser.error("--n and --rounds must be at least 1")
     if not os.environ.get("MNIST_DIR"):
