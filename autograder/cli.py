@@ -132,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     except (config.ConfigError, RuntimeError, ValueError) as exc:
         print(f"autograder {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        again = " Run the same command again to grade the rest." if args.command == "grade" else ""
+        print(f"\nautograder {args.command}: interrupted; every result already saved is kept.{again}",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Batch grading: submissions → sanitize → sandboxed run → hidden checks → recorded results.
 
-Sandboxes run in worker threads (each is a separate process; the threads only wait). Judging happens in the
-main thread, one submission at a time, as runs finish; each result is saved before the next is judged, so an
-interrupted batch resumes where it stopped.
+Sandboxes run in worker threads (each is a separate process; the threads only wait). `--jobs N` sandboxes
+run at once, and one more waits for its turn already warmed up (interpreter, torch, data: see "Turns" in
+sandbox.py), using only the CPU the running ones leave idle. Judging happens in the main thread, one
+submission at a time, as runs finish; each result is saved before the next is judged, so an interrupted
+batch resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
@@ -19,9 +22,11 @@ import torch
 
 from . import observe, reference
 from .config import Assignment
-from .judge import Context, TrustedData, run_checks
+from .checks import CheckSession
+from .judge import Context, TrustedData
 from .observe import DataDir, RunSettings
 from .results import CRASHED, GRADED, LIMIT, Message, ResultStore, SubmissionResult, invalid
+from .sandbox import TurnCancelled
 from .sanitize import UnusableNotebook, sanitize
 from .submissions import Submission
 
@@ -40,6 +45,13 @@ class Options:
         return self.jobs or os.cpu_count() or 1
 
 
+def sandbox_threads(jobs: int) -> int:
+    """Torch threads per sandbox. One core is left for the next sandbox's warm-up and the judge: torch's
+    threads slow down many times over the moment anything else wants one of their cores, and one thread
+    trains the lecture's small network nearly as fast as two (bench/README.md)."""
+    return max(1, ((os.cpu_count() or 1) - 1) // max(jobs, 1))
+
+
 def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -54,15 +66,26 @@ class Grader:
     def __init__(self, assignment: Assignment, options: Options):
         self.assignment, self.options = assignment, options
         self.device = torch.device(options.device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(1)  # the judge's forward passes: one core at most, the sandboxes get the rest
         self.reference = reference.load(assignment)
         self.probes = observe.load_probes(assignment)
         self.data = DataDir()
         self.trusted = TrustedData.load(assignment, self.device)
-        cores = os.cpu_count() or 1
-        self.settings = RunSettings(device=options.device, threads=max(1, cores // options.workers),
+        self.checks = CheckSession(assignment)
+        self._slots = threading.BoundedSemaphore(options.workers)  # sandboxes past their turn
+        self._cancelled = threading.Event()
+        # On a GPU, the running sandboxes and the one warming up share its memory evenly.
+        self.settings = RunSettings(device=options.device, threads=sandbox_threads(options.workers),
+                                    gpu_memory_fraction=round(0.95 / (options.workers + 1), 3),
                                     require_sandbox=options.require_sandbox)
 
+    def cancel(self):
+        """The batch is stopping: sandboxes still waiting for their turn are killed (running ones finish)."""
+        self._cancelled.set()
+
     def close(self):
+        self.checks.close()
         self.data.close()
 
     def observe(self, sub: Submission):
@@ -72,13 +95,27 @@ class Grader:
             clean = sanitize(sub.notebook, self.assignment)
         except UnusableNotebook as exc:
             return sub, None, None, None, exc.message, time.monotonic() - started
+        sanitized = time.monotonic() - started
         run, obs = self.sandboxed(clean, self.settings)
-        return sub, clean, run, obs, None, time.monotonic() - started
+        return sub, clean, run, obs, None, sanitized + run.seconds  # not the time spent waiting for a turn
 
     def sandboxed(self, clean, settings: RunSettings):
         """One sandboxed run of these cells under these settings: (RunResult, Observations)."""
         plan = observe.plan_for(self.assignment, list(clean.cells), self.probes.SHAPE_PROBES, settings, self.data)
-        return observe.run(plan, limits=self.assignment.limits, data=self.data, settings=settings)
+        taken = threading.Event()
+
+        def turn() -> bool:
+            if self._cancelled.is_set() and not taken.is_set():
+                raise TurnCancelled
+            if self._slots.acquire(blocking=False):
+                taken.set()
+            return taken.is_set()
+
+        try:
+            return observe.run(plan, limits=self.assignment.limits, data=self.data, settings=settings, turn=turn)
+        finally:
+            if taken.is_set():
+                self._slots.release()
 
     def judge(self, sub: Submission, clean, run, obs, unusable: Message | None, seconds: float) -> SubmissionResult:
         """Main-thread half: the hidden checks, on data only."""
@@ -95,7 +132,7 @@ class Grader:
         ctx = Context(assignment=self.assignment, sanitized=clean, run=run, obs=obs, reference=self.reference,
                       data=self.trusted, device=self.device, probes=self.probes.PROBES,
                       seed=self.assignment.training.seed + self.settings.seed_offset)
-        checks = run_checks(ctx)
+        checks = self.checks.run(ctx)
         notes = list(clean.problems)
         if self._near_threshold(ctx):
             checks, note = self._second_seed(ctx, clean, checks)
@@ -124,7 +161,7 @@ class Grader:
         """Within the calibrated margin below the threshold, a seed's bad luck must not cost points: train again
         with another seed and keep the better accuracy check."""
         run, obs = self.sandboxed(clean, replace(self.settings, seed_offset=self.settings.seed_offset + 1))
-        again = run_checks(replace(ctx, run=run, obs=obs, seed=ctx.seed + 1, cache={}))
+        again = self.checks.run(replace(ctx, run=run, obs=obs, seed=ctx.seed + 1, cache={}))
         second = {c.name: c for c in again}
         kept = [second[c.name] if c.name == "accuracy" and c.name in second and second[c.name].points > c.points
                 else c for c in checks]
@@ -166,7 +203,9 @@ def grade(assignment: Assignment, submissions: list[Submission], out: Path, opti
     if todo:
         grader = Grader(assignment, options)
         try:
-            with ThreadPoolExecutor(max_workers=options.workers) as pool:
+            # One thread more than slots: its sandbox warms up and waits for the next free slot.
+            pool = ThreadPoolExecutor(max_workers=options.workers + 1)
+            try:
                 owner = {pool.submit(grader.observe, sub): sub for sub in todo}
                 pending = set(owner)
                 while pending:
@@ -176,6 +215,11 @@ def grade(assignment: Assignment, submissions: list[Submission], out: Path, opti
                         store.save(result)
                         if progress:
                             progress.advance(result)
+            except BaseException:  # Ctrl-C, or our own failure: stop soon, keep what is saved
+                grader.cancel()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            pool.shutdown()
         finally:
             grader.close()
     if progress:

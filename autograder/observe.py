@@ -13,6 +13,7 @@ import json
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ HARNESS = Path(__file__).with_name("harness.py")
 # Records the harness writes, with the fields each must carry and how many it writes at most.
 SCHEMA = {
     "start": ({"pid"}, 1),
+    "ready": (set(), 1),
     "cell": ({"id", "ok"}, 64),
     "shapes": ({"function", "results"}, 2),
     "device": ({"cases"}, 1),
@@ -102,6 +104,7 @@ class RunSettings:
     threads: int = 1
     require_sandbox: bool = False
     seed_offset: int = 0  # a second seed for submissions near the threshold
+    gpu_memory_fraction: float = 1.0  # of the GPU's memory, per sandbox (CUDA only)
 
 
 def load_probes(assignment: Assignment):
@@ -145,6 +148,7 @@ def plan_for(assignment: Assignment, cells: list[Cell], probes: dict, settings: 
         "cells": [{"id": c.grade_id, "source": c.source} for c in cells],
         "threads": settings.threads,
         "device": settings.device,
+        "gpu_memory_fraction": settings.gpu_memory_fraction,
         "seed": t.seed + settings.seed_offset,
         "cell_seconds": assignment.harness.cell_seconds,
         "call_seconds": assignment.harness.call_seconds,
@@ -159,8 +163,13 @@ def plan_for(assignment: Assignment, cells: list[Cell], probes: dict, settings: 
     }
 
 
-def run(plan: dict, *, limits: Limits, data: DataDir, settings: RunSettings) -> tuple[RunResult, Observations]:
-    """Run the harness on one plan in a fresh sandbox and parse what it reported."""
+def run(plan: dict, *, limits: Limits, data: DataDir, settings: RunSettings,
+        turn: Callable[[], bool] | None = None) -> tuple[RunResult, Observations]:
+    """Run the harness on one plan in a fresh sandbox and parse what it reported.
+
+    With `turn`, the sandbox starts at once and warms up (interpreter, torch, the training data) at the lowest
+    priority, then waits: `turn` is polled until it returns True, and only then do the student's cells run
+    and the time limit start (see `sandbox.run_sandboxed`)."""
     work = Path(tempfile.mkdtemp(prefix="autograder-run-"))
     try:
         (work / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
@@ -169,11 +178,12 @@ def run(plan: dict, *, limits: Limits, data: DataDir, settings: RunSettings) -> 
         mounts = [Mount(work, "/sandbox/run"), Mount(data.path, "/sandbox/data")]
         threads = str(settings.threads)
         env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
+               "TORCHINDUCTOR_DETERMINISTIC": "1",
                "PYTHONHASHSEED": "0"}
         devices = [str(p) for p in sorted(Path("/dev").glob("nvidia*"))] if settings.device == "cuda" else []
         result = run_sandboxed([sys.executable, "-I", "/sandbox/run/harness.py", "/sandbox/run/plan.json"],
                                mounts=mounts, limits=limits, env=env, require_sandbox=settings.require_sandbox,
-                               devices=devices)
+                               devices=devices, turn=turn)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return result, parse(result.data)

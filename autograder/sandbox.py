@@ -37,11 +37,23 @@ a fresh process tree with
 * **rlimits** set by the shim: RLIMIT_CORE=0, RLIMIT_FSIZE=scratch size (with
   SIGXFSZ ignored, so an oversized write fails with EFBIG instead of killing),
   RLIMIT_NPROC as above, and nice +10 so the watchdog and the machine stay
-  responsive while a submission burns CPU.  RLIMIT_AS is deliberately not set
-  (torch needs >= 4 GiB of address space to import, CUDA needs it unlimited).
+  responsive while a submission burns CPU.  RLIMIT_AS is deliberately not set (torch needs >= 4 GiB of address
+  space to import, CUDA needs it unlimited).
+
+Turns: with ``turn``, the command starts at once at nice +19 with a pipe on its
+stdin, and the watchdog polls ``turn()`` until it returns True; then it writes
+one byte to that pipe and closes it, and the wall-time limit starts counting.
+The command may read stdin to wait for its turn.  At the turn the watchdog
+moves every task of the sandbox, and the session's scheduling group
+(autogroup), back to +10; lowering a nice value takes CAP_SYS_NICE, so a grader
+that is not root leaves the tasks at +19.  Before its turn the sandbox uses
+only CPU nobody else wants, and the time spent waiting is not the submission's:
+the grader uses this to start the next sandbox (interpreter, torch, data)
+while the current one trains.
 
 Outcome (:class:`RunResult`): ``killed_for`` is ``None`` or one of ``"time"``,
-``"memory"``, ``"processes"`` -- only things the watchdog killed for.  Output
+``"memory"``, ``"processes"`` -- only things the watchdog killed for -- or
+``"cancelled"`` (a waiting run whose ``turn`` raised :class:`TurnCancelled`).  Output
 beyond the cap is drained and discarded (``output_truncated``), a full
 scratch disk is an ENOSPC/EFBIG error inside the program; neither is a kill.
 ``returncode`` is the command's exit status, 128+N when it died of signal N
@@ -86,6 +98,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -101,6 +114,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+RUN_NICE, WAIT_NICE = 10, 19  # a running sandbox; one that waits for its turn
 _POLL_SECONDS = 0.05  # watchdog period: a fork bomb or a fast allocation gets this long
 _DRAIN_SECONDS = 2.0  # after the command exits, how long to wait for the pipes to close
 _READ_CHUNK = 1 << 16
@@ -364,7 +378,7 @@ def _size(mb: int) -> list[str]:
     return ["--size", str(mb << 20)] if _bwrap_has("--size") else []
 
 
-def _bwrap_argv(argv, mounts, limits, env, cwd, devices, data_fd) -> list[str]:
+def _bwrap_argv(argv, mounts, limits, env, cwd, devices, data_fd, waits: bool) -> list[str]:
     root = _is_root()
     cmd = [shutil.which("bwrap") or "bwrap",
            "--die-with-parent",  # if the grader dies, so does the sandbox
@@ -412,12 +426,12 @@ def _bwrap_argv(argv, mounts, limits, env, cwd, devices, data_fd) -> list[str]:
         uid = None
         # bwrap's pid 1 shares our uid in the namespace and counts too.
         nproc = limits.processes + 2 if _kernel_at_least(5, 14) else None
-    cfg = {"data_fd": data_fd, "rlimits": _rlimits(limits, nproc), "nice": 10, "uid": uid,
-           "subreaper": False}
+    cfg = {"data_fd": data_fd, "rlimits": _rlimits(limits, nproc), "nice": WAIT_NICE if waits else RUN_NICE,
+           "uid": uid, "subreaper": False}
     return cmd + ["--", *_shim_argv(argv, cfg)]
 
 
-def _fallback_argv(argv, mounts, limits, env, cwd, data_fd, root: str):
+def _fallback_argv(argv, mounts, limits, env, cwd, data_fd, root: str, waits: bool):
     """Command, cwd and env for running without bwrap, with `root` standing in for /."""
     prefixes = sorted({m.target.rstrip("/") for m in mounts} | {"/scratch"}, key=len, reverse=True)
 
@@ -434,8 +448,8 @@ def _fallback_argv(argv, mounts, limits, env, cwd, data_fd, root: str):
         os.makedirs(os.path.dirname(link), exist_ok=True)
         os.symlink(os.path.abspath(m.source), link)
     full_env = {k: remap(v) for k, v in _base_env(env, "/scratch", root + "/tmp", root).items()}
-    cfg = {"data_fd": data_fd, "rlimits": _rlimits(limits, None), "nice": 10, "uid": None,
-           "subreaper": True}
+    cfg = {"data_fd": data_fd, "rlimits": _rlimits(limits, None), "nice": WAIT_NICE if waits else RUN_NICE,
+           "uid": None, "subreaper": True}
     return _shim_argv([remap(a) for a in argv], cfg), remap(cwd), full_env
 
 
@@ -609,7 +623,61 @@ class _Sink:
         return b"".join(self.parts)
 
 
-def _supervise(proc, data_r, limits, data_bytes, sandboxed, start) -> RunResult:
+class TurnCancelled(Exception):
+    """Raised by a `turn` callback: the waiting run is not wanted any more (the batch is stopping); the
+    sandbox is killed before any of its command's own work starts."""
+
+
+def _its_turn(turn) -> bool | None:
+    """True: start now; False: not yet; None: never (cancelled)."""
+    try:
+        return bool(turn())
+    except TurnCancelled:
+        return None
+    except Exception:  # our own bookkeeping failed: better to run now than to wait for ever
+        log.exception("the turn callback failed; starting the run")
+        return True
+
+
+def _start_turn(proc) -> None:
+    try:
+        proc.stdin.write(b"\n")
+        proc.stdin.close()
+    except OSError:  # it has already exited: the loop notices
+        pass
+
+
+def _renice(pids: list[int], nice: int) -> None:
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                os.setpriority(os.PRIO_PROCESS, int(tid), nice)
+            except (OSError, ValueError):  # not root (no CAP_SYS_NICE), or already gone
+                pass
+
+
+def _set_group_nice(pids: list[int], nice: int) -> bool:
+    """Where the kernel groups each session's processes for scheduling ("autogroup"), a process's own nice
+    value only weighs inside its session, and the sandbox is a session of its own (bwrap --new-session):
+    its group's nice value is what counts against the grader and the other sandboxes. Set from here, not
+    from inside, where the command lacks the rights. False: try again later (the kernel allows one change
+    per 0.1 s to callers without CAP_SYS_ADMIN)."""
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/autogroup", "w") as f:
+                f.write(str(nice))
+        except BlockingIOError:
+            return False
+        except OSError:  # no autogroup here, or the process is gone: nothing to do
+            pass
+    return True
+
+
+def _supervise(proc, data_r, limits, data_bytes, sandboxed, start, turn) -> RunResult:
     out, err = _Sink(limits.output_bytes // 2), _Sink(limits.output_bytes - limits.output_bytes // 2)
     data = _Sink(data_bytes)
     sel = selectors.DefaultSelector()
@@ -617,6 +685,8 @@ def _supervise(proc, data_r, limits, data_bytes, sandboxed, start) -> RunResult:
         sel.register(fileobj, selectors.EVENT_READ, sink)
     killed_for, wait_for, peak, last_sample, exited_at = None, [], 0, 0.0, None
     wrappers = 2 if sandboxed else 1  # bwrap + its pid 1, or the shim: not the submission's tasks
+    waiting = turn is not None
+    group_nice = WAIT_NICE if waiting else RUN_NICE  # still to be set, or None
     while True:
         for key, _ in sel.select(timeout=_POLL_SECONDS):
             chunk = os.read(key.fd, _READ_CHUNK)
@@ -631,13 +701,24 @@ def _supervise(proc, data_r, limits, data_bytes, sandboxed, start) -> RunResult:
             if not sel.get_map() or now - exited_at > _DRAIN_SECONDS:
                 break
             continue
+        go = _its_turn(turn) if waiting and killed_for is None else False
+        if go:
+            waiting, start, group_nice = False, now, RUN_NICE  # the time limit counts from here
+            _renice(_tree(proc.pid)[0], RUN_NICE)
+            _start_turn(proc)
+        elif go is None:
+            killed_for = "cancelled"
+            wait_for = _kill_sandbox(proc) if sandboxed else _kill_unsandboxed(proc)
         if killed_for is not None or now - last_sample < _POLL_SECONDS:
             continue
         last_sample = now
         pids, tasks = _tree(proc.pid)
+        # bwrap, its pid 1 and the command (the shim and the command without bwrap) before it counts as set
+        if group_nice is not None and _set_group_nice(pids, group_nice) and len(pids) > wrappers:
+            group_nice = None
         rss = sum(_memory_bytes(p) for p in pids)
         peak = max(peak, rss)
-        if now - start > limits.wall_seconds:
+        if not waiting and now - start > limits.wall_seconds:
             killed_for = "time"
         elif tasks - wrappers > limits.processes:
             killed_for = "processes"
@@ -667,7 +748,7 @@ def _supervise(proc, data_r, limits, data_bytes, sandboxed, start) -> RunResult:
     )
 
 
-def _run(argv, *, mounts, limits, env, cwd, devices, data_bytes, sandboxed) -> RunResult:
+def _run(argv, *, mounts, limits, env, cwd, devices, data_bytes, sandboxed, turn=None) -> RunResult:
     # Fail here rather than as an exit status 1 from bwrap that looks like the student's.
     for m in mounts:
         if not m.target.startswith("/"):
@@ -684,20 +765,21 @@ def _run(argv, *, mounts, limits, env, cwd, devices, data_bytes, sandboxed) -> R
         # fake_root: the fallback's stand-in for "/" (unused by the real sandbox)
         with tempfile.TemporaryDirectory(prefix="sandbox-", ignore_cleanup_errors=True) as fake_root:
             if sandboxed:
-                cmd = _bwrap_argv(argv, mounts, limits, env, cwd, devices, data_w)
+                cmd = _bwrap_argv(argv, mounts, limits, env, cwd, devices, data_w, turn is not None)
                 popen_cwd, popen_env = "/", {"PATH": "/usr/bin:/bin"}
             else:
                 cmd, popen_cwd, popen_env = _fallback_argv(argv, mounts, limits, env, cwd, data_w,
-                                                           fake_root)
+                                                           fake_root, turn is not None)
             start = time.monotonic()
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL if turn is None else subprocess.PIPE,
+                                    stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, pass_fds=(data_w,), cwd=popen_cwd,
                                     env=popen_env, start_new_session=True)
             os.close(data_w)  # only the child holds the write end now: EOF when it is done
             data_w = -1
             with proc:
                 try:
-                    return _supervise(proc, data_r, limits, data_bytes, sandboxed, start)
+                    return _supervise(proc, data_r, limits, data_bytes, sandboxed, start, turn)
                 finally:
                     if proc.poll() is None:  # _supervise raised (e.g. KeyboardInterrupt)
                         _kill_on_error(proc, sandboxed)
@@ -710,11 +792,11 @@ def _run(argv, *, mounts, limits, env, cwd, devices, data_bytes, sandboxed) -> R
 def run_sandboxed(argv: list[str], *, mounts: list[Mount], limits: Limits,
                   env: dict[str, str] | None = None, cwd: str = "/scratch",
                   require_sandbox: bool = False, devices: list[str] = (),
-                  data_bytes: int = 64 << 20) -> RunResult:
+                  data_bytes: int = 64 << 20, turn: Callable[[], bool] | None = None) -> RunResult:
     """Run `argv` in a sandbox (see the module docstring) and return what happened.
 
     `env` is added to the minimal environment (e.g. OMP_NUM_THREADS); `devices`
-    are device nodes to expose (e.g. /dev/nvidia0).  Raises SandboxUnavailable
+    are device nodes to expose (e.g. /dev/nvidia0); `turn`: see "Turns" above.  Raises SandboxUnavailable
     when bwrap can not be used and `require_sandbox` is true, and ValueError
     when (as root) a mount is not readable by the sandbox's uid.
     """
@@ -731,4 +813,4 @@ def run_sandboxed(argv: list[str], *, mounts: list[Mount], limits: Limits,
         warnings.warn(f"{FALLBACK_WARNING} ({reason})", RuntimeWarning, stacklevel=2)
         log.warning("%s (%s)", FALLBACK_WARNING, reason)
     return _run(list(argv), mounts=list(mounts), limits=limits, env=env, cwd=cwd,
-                devices=tuple(devices), data_bytes=data_bytes, sandboxed=sandboxed)
+                devices=tuple(devices), data_bytes=data_bytes, sandboxed=sandboxed, turn=turn)

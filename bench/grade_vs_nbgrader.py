@@ -51,7 +51,9 @@ ASSIGNMENT = "cnn_mnist"
 HIDDEN_ID = "test_accuracy_hidden"
 
 # Targets of issue 5.
-TARGET_SPEEDUP = 4.0  # nbgrader per-submission median / kit per-submission median (jobs 1)
+TARGET_SPEEDUP = 4.0  # nbgrader per submission / kit per submission (jobs 1), both in the steady state
+TARGET_OVERHEAD = 3.0  # kit seconds per submission beyond the training epoch (steady state, jobs 1)
+TARGET_EPOCH = 1.25  # the training epoch inside the grader / the same epoch in-process (the floor)
 TARGET_SCALING = 1.6  # kit throughput with --jobs 2 (= cores) / with --jobs 1
 TARGET_RSS_MB = 1.5 * 1024  # peak resident memory of one sandbox
 
@@ -345,12 +347,33 @@ def nbgrader_round(course: Path, students: list[str], tmp: Path, rnd: int, wait:
     return rows
 
 
+def nbgrader_batch(course: Path, students: list[str], tmp: Path, rnd: int) -> dict:
+    """The whole class in one `nbgrader autograde` command, as a TA would run it: wall / N per submission."""
+    from nbgrader.api import Gradebook
+
+    argv = [str(BIN / "nbgrader"), "autograde", ASSIGNMENT, "--force"]
+    wall = run_logged(argv, cwd=course, logfile=tmp / "logs" / f"nbgrader-batch-r{rnd}.log")
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        full = sum(gb.find_submission(ASSIGNMENT, sid).score == gb.find_submission(ASSIGNMENT, sid).max_score
+                   for sid in students)
+    # Steady state, as for the kit: from the first autograded notebook written to the last, per submission.
+    saved = sorted((course / "autograded" / sid / ASSIGNMENT / NOTEBOOK).stat().st_mtime for sid in students)
+    gaps = [(saved[-1] - saved[0]) / (len(saved) - 1)] if len(saved) > 1 else []
+    log(f"  nbgrader autograde (all {len(students)} at once): {wall:.1f} s, {wall / len(students):.1f} s per "
+        f"submission, full marks {full}/{len(students)}")
+    return {"wall": wall, "full": full, "n": len(students), "gaps": gaps}
+
+
 def kit_round(course: Path, students: list[str], tmp: Path, rnd: int, jobs: int) -> dict:
     out = tmp / "kit" / f"r{rnd}-jobs{jobs}"
     argv = [str(BIN / "autograder"), "grade", str(course / "submitted"), "--out", str(out), "--force",
             "--jobs", str(jobs)]
     wall = run_logged(argv, cwd=REPO, logfile=tmp / "logs" / f"kit-r{rnd}-jobs{jobs}.log")
     per_sub, bad = {}, []
+    # Steady state: from the first saved result to the last, per submission (the first pays the grader's
+    # start, the reports and the gradebook come after the last; with --jobs 2 results come in pairs).
+    saved = sorted((out / "results" / f"{sid}.json").stat().st_mtime for sid in students)
+    gaps = [(saved[-1] - saved[0]) / (len(saved) - 1)] if len(saved) > 1 else []
     for sid in students:
         result = json.loads((out / "results" / f"{sid}.json").read_text(encoding="utf-8"))
         per_sub[sid] = result["seconds"]
@@ -359,7 +382,7 @@ def kit_round(course: Path, students: list[str], tmp: Path, rnd: int, jobs: int)
             bad.append(f"{sid}: {result['status']} {total:g}/{most:g}")
     log(f"  autograder grade --jobs {jobs}: batch {wall:.1f} s, per-submission seconds "
         f"{', '.join(f'{s:.1f}' for s in per_sub.values())}" + (f"; NOT FULL MARKS: {bad}" if bad else ""))
-    return {"jobs": jobs, "wall": wall, "per_sub": per_sub, "bad": bad, "argv": argv}
+    return {"jobs": jobs, "wall": wall, "per_sub": per_sub, "bad": bad, "argv": argv, "gaps": gaps}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -383,7 +406,7 @@ def sandbox_import_torch(assignment, threads: int) -> dict:
 
 def direct_observe(assignment, notebook: bytes) -> dict:
     """One submission through Grader.observe / Grader.judge in this process, with jobs 1 and jobs 2 threads."""
-    from autograder.grade import Grader, Options
+    from autograder.grade import Grader, Options, sandbox_threads
     from autograder.submissions import Submission
 
     started = time.perf_counter()
@@ -391,8 +414,7 @@ def direct_observe(assignment, notebook: bytes) -> dict:
     init_seconds = time.perf_counter() - started
     out = {"grader_init": init_seconds, "runs": []}
     try:
-        cores = os.cpu_count() or 1
-        for threads in sorted({max(1, cores // 1), max(1, cores // 2)}, reverse=True):  # jobs 1, jobs 2
+        for threads in sorted({sandbox_threads(1), sandbox_threads(2)}, reverse=True):  # jobs 1, jobs 2
             grader.settings = dataclasses.replace(grader.settings, threads=threads)
             sub = Submission(student_id="direct", notebook=notebook, source="direct")
             t = time.perf_counter()
@@ -404,6 +426,8 @@ def direct_observe(assignment, notebook: bytes) -> dict:
             training = obs.first("training") or {}
             cells = {c["id"]: c.get("seconds") for c in obs.all("cell")}
             out["runs"].append({
+                "ready": (obs.first("ready") or {}).get("t"), "evaluate_at": (obs.first("evaluate") or {}).get("t"),
+                "training_at": (obs.first("training") or {}).get("t"), "done_at": (obs.first("done") or {}).get("t"),
                 "threads": threads, "observe": observe_wall, "seconds": seconds, "judge": judge_seconds,
                 "training": training.get("seconds"), "cells": cells, "peak_rss_mb": run.peak_rss_mb,
                 "sandboxed": run.sandboxed, "status": result.status,
@@ -514,10 +538,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         log(f"building the nbgrader-only course and {args.n} submissions")
         course, students, dropped = build_course(tmp, assignment, args.n)
-        nb_rows, kit_runs = [], {1: [], 2: []}
+        nb_rows, nb_batches, kit_runs = [], [], {1: [], 2: []}
         for rnd in range(1, args.rounds + 1):
             log(f"round {rnd}/{args.rounds}: nbgrader autograde, one student at a time")
             nb_rows += nbgrader_round(course, students, tmp, rnd, args.wait_quiet)
+            log(f"round {rnd}/{args.rounds}: nbgrader autograde, the class in one command")
+            METER.wait_quiet(args.wait_quiet)
+            METER.start()
+            nb_batches.append(nbgrader_batch(course, students, tmp, rnd))
+            METER.stop(f"r{rnd} nbgrader-batch")
             for jobs in (1, 2):
                 log(f"round {rnd}/{args.rounds}: autograder grade --jobs {jobs}")
                 METER.wait_quiet(args.wait_quiet)
@@ -529,7 +558,9 @@ def main(argv: list[str] | None = None) -> int:
         METER.wait_quiet(args.wait_quiet)
         METER.start()
         direct = direct_observe(assignment, notebook)
-        threads_j1, threads_j2 = max(1, cores // 1), max(1, cores // 2)  # what grade.Grader gives each sandbox
+        from autograder.grade import sandbox_threads
+
+        threads_j1, threads_j2 = sandbox_threads(1), sandbox_threads(2)  # what grade.Grader gives each sandbox
         bare = {th: sandbox_import_torch(assignment, th) for th in sorted({threads_j1, threads_j2}, reverse=True)}
         for th, b in bare.items():
             log(f"  bare sandbox + import torch ({th} thread(s)): {b['wall']:.2f} s "
@@ -538,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         log("floor: the same training in this process")
         METER.wait_quiet(args.wait_quiet)
         METER.start()
-        floors = {th: floor(assignment, th) for th in sorted({threads_j1, threads_j2}, reverse=True)}
+        floors = {th: floor(assignment, th) for th in sorted({threads_j1, threads_j2, cores}, reverse=True)}
         METER.stop("floor")
     finally:
         if args.keep:
@@ -550,25 +581,32 @@ def main(argv: list[str] | None = None) -> int:
     n_total = len(nb_rows)
     nb_med = statistics.median(r["seconds"] for r in nb_rows)
     nb_epoch = [r["epoch_seconds"] for r in nb_rows if r["epoch_seconds"] is not None]
-    nb_thr = 60 * n_total / sum(r["seconds"] for r in nb_rows)
     nb_ok = sum(r["score"] == r["max_score"] for r in nb_rows)
+    nb_batch = sum(b["wall"] for b in nb_batches) / sum(b["n"] for b in nb_batches)
+    nb_batch_ok = sum(b["full"] for b in nb_batches)
     k1 = [s for run in kit_runs[1] for s in run["per_sub"].values()]
     k2 = [s for run in kit_runs[2] for s in run["per_sub"].values()]
-    k1_med, k2_med = statistics.median(k1), statistics.median(k2)
     k1_wall = sum(run["wall"] for run in kit_runs[1])
     k2_wall = sum(run["wall"] for run in kit_runs[2])
-    k1_thr, k2_thr = 60 * len(k1) / k1_wall, 60 * len(k2) / k2_wall
+    k1_per, k2_per = k1_wall / len(k1), k2_wall / len(k2)  # batch wall / N, start and reports included
+    k1_steady = statistics.median(g for run in kit_runs[1] for g in run["gaps"]) if args.n > 1 else k1_per
+    k2_steady = statistics.median(g for run in kit_runs[2] for g in run["gaps"]) if args.n > 1 else k2_per
     kit_bad = [b for runs in kit_runs.values() for run in runs for b in run["bad"]]
-    speedup = nb_med / k1_med
-    scaling = k2_thr / k1_thr
+    nb_steady = statistics.median(g for b in nb_batches for g in b["gaps"]) if args.n > 1 else nb_batch
+    # The verdicts use the steady state, what a class of hundreds sees; batch wall / N (start-up, gradebook and
+    # reports over only N submissions) is printed beside it.
+    speedup = nb_steady / k1_steady
+    scaling = k1_steady / k2_steady
     run_j1 = next(r for r in direct["runs"] if r["threads"] == threads_j1)
     run_j2 = next(r for r in direct["runs"] if r["threads"] == threads_j2)
     peak = max(r["peak_rss_mb"] for r in direct["runs"])
-    overhead = k1_med - run_j1["training"]
+    overhead = k1_steady - run_j1["training"]
     cells_s = sum(v or 0 for v in run_j1["cells"].values())
     bare_j1 = bare[threads_j1]
-    rest = run_j1["seconds"] - run_j1["training"] - cells_s - bare_j1["wall"]
-    fixed_j1 = statistics.mean(run["wall"] - sum(run["per_sub"].values()) for run in kit_runs[1])
+    ready = run_j1["ready"] or 0.0
+    before_training = (run_j1["training_at"] or 0.0) - run_j1["training"]
+    evaluate_s = (run_j1["evaluate_at"] or 0.0) - (run_j1["training_at"] or 0.0)
+    rest = run_j1["seconds"] - ready - (run_j1["evaluate_at"] or 0.0)
 
     w = 70
     line = "-" * 108
@@ -594,44 +632,55 @@ def main(argv: list[str] | None = None) -> int:
     def row(name, value, target="", ok=None):
         print(f"{name:<{w}} {value:>12}  {target:>10}  {'' if ok is None else verdict(ok)}")
 
-    row("nbgrader autograde, per submission, median (s)", f"{nb_med:.2f}")
+    row("nbgrader autograde, the class in one command: wall / N (s)", f"{nb_batch:.2f}")
+    row("  steady state: first to last autograded notebook / (N - 1) (s)", f"{nb_steady:.2f}")
+    row("  full marks (hidden accuracy test passed)", f"{nb_batch_ok}/{sum(b['n'] for b in nb_batches)}")
+    row("nbgrader autograde --student, one command each, median (s)", f"{nb_med:.2f}")
     row("  of which the epoch inside the kernel, median (s)",
         f"{statistics.median(nb_epoch):.2f}" if nb_epoch else "n/a")
     row("  full marks (hidden accuracy test passed)", f"{nb_ok}/{n_total}")
-    row("kit --jobs 1, per submission 'seconds', median (s)", f"{k1_med:.2f}")
-    row("kit --jobs 2, per submission 'seconds', median (s)", f"{k2_med:.2f}")
+    row("kit --jobs 1: batch wall / N (s)", f"{k1_per:.2f}")
+    row("  steady state: first to last saved result / (N - 1) (s)", f"{k1_steady:.2f}")
+    row(f"kit --jobs 2 (= cores: {cores}): batch wall / N (s)", f"{k2_per:.2f}")
+    row("  steady state: first to last saved result / (N - 1) (s)", f"{k2_steady:.2f}")
     row("  full marks (kit)", f"{len(k1) + len(k2) - len(kit_bad)}/{len(k1) + len(k2)}")
-    row("speed-up: nbgrader median / kit --jobs 1 median", f"{speedup:.2f}x", f">= {TARGET_SPEEDUP:g}x",
-        speedup >= TARGET_SPEEDUP)
-    row("  (for comparison) nbgrader median / kit --jobs 2 median", f"{nb_med / k2_med:.2f}x")
-    row("  (batch view) nbgrader subs/min vs kit --jobs 1 subs/min",
-        f"{nb_thr:.2f} / {k1_thr:.2f}", f"{k1_thr / nb_thr:.2f}x")
-    row("throughput kit --jobs 1 (submissions/min, batch wall incl. start)", f"{k1_thr:.2f}")
-    row(f"throughput kit --jobs 2 (= cores: {cores})", f"{k2_thr:.2f}")
-    row("scaling: jobs 2 / jobs 1 throughput", f"{scaling:.2f}x", f">= {TARGET_SCALING:g}x",
+    row("speed-up: nbgrader / kit --jobs 1, steady state per submission", f"{speedup:.2f}x",
+        f">= {TARGET_SPEEDUP:g}x", speedup >= TARGET_SPEEDUP)
+    row("  as batch wall / N: nbgrader (one command) / kit --jobs 1", f"{nb_batch / k1_per:.2f}x")
+    row("  nbgrader (--student each, median) / kit --jobs 1 batch wall / N", f"{nb_med / k1_per:.2f}x")
+    row("  nbgrader / kit --jobs 2, steady state", f"{nb_steady / k2_steady:.2f}x")
+    row("throughput kit --jobs 1 / --jobs 2 (submissions/min)", f"{60 / k1_per:.2f} / {60 / k2_per:.2f}")
+    row("scaling: jobs 2 / jobs 1 throughput, steady state", f"{scaling:.2f}x", f">= {TARGET_SCALING:g}x",
         scaling >= TARGET_SCALING)
+    row("  as batch wall / N", f"{k1_per / k2_per:.2f}x")
     row("peak resident memory per sandbox, direct runs (MB)", f"{peak:.0f}", f"<= {TARGET_RSS_MB:.0f}", peak <= TARGET_RSS_MB)
-    row(f"training epoch inside the grader, {run_j1['threads']} threads (jobs 1) (s)", f"{run_j1['training']:.2f}")
-    row(f"overhead per submission = kit median - epoch (s)", f"{overhead:.2f}")
+    row(f"training epoch inside the grader, {run_j1['threads']} thread(s) (jobs 1) (s)", f"{run_j1['training']:.2f}")
+    row("overhead per submission = kit --jobs 1 steady state - epoch (s)", f"{overhead:.2f}",
+        f"<= {TARGET_OVERHEAD:g}", overhead <= TARGET_OVERHEAD)
     print(line)
-    print("where the kit's per-submission time goes (one direct autograder.observe run, jobs-1 threads):")
-    row("  bare sandbox + python + import torch (s)", f"{bare_j1['wall']:.2f}")
-    row("    of which `import torch` inside (s)", f"{bare_j1['import']:.2f}" if bare_j1["import"] else "n/a")
-    row("  answer cells executed (s)", f"{cells_s:.2f}")
+    print("where one submission's time goes (one direct run through Grader.observe / judge, jobs-1 threads):")
+    row("  bare sandbox + python + import torch, for comparison (s)", f"{bare_j1['wall']:.2f}")
+    row("  warm-up before the turn: interpreter, torch, lazy imports, data (s)", f"{ready:.2f}")
+    row("    (in a batch it overlaps the run before; hidden when that run is longer)", "")
+    row("  cells, shape / device / Net probes, training set-up (s)", f"{before_training:.2f}")
+    row("    of which the answer cells (s)", f"{cells_s:.2f}")
     row("  training epoch (harness 'training' seconds)", f"{run_j1['training']:.2f}")
-    row("  the rest: probes, evaluate, weights out, parse (s)", f"{rest:.2f}")
-    row("  = sanitize + observe ('seconds') (s)", f"{run_j1['seconds']:.2f}")
+    row("  the student's evaluate() on the holdout, weights out (s)", f"{evaluate_s:.2f}")
+    row("  exit, sandbox teardown, parse (s)", f"{rest:.2f}")
+    row("  = sanitize + run ('seconds') (s)", f"{run_j1['seconds']:.2f}")
     row("  judge: hidden pytest checks in the grading process (s)", f"{run_j1['judge']:.2f}")
-    row("  Grader start: MNIST, reference, trusted data, in-process (s)", f"{direct['grader_init']:.2f}")
-    row(f"  --jobs 1 batch wall - sum of 'seconds' (judge x {args.n}, start, reports) (s)", f"{fixed_j1:.2f}")
+    row("  Grader start: MNIST, reference, trusted data, check session (s)", f"{direct['grader_init']:.2f}")
     print(line)
     print("training epoch: inside the grader vs the floor (same Net, batch, optimizer, resident data, in-process):")
-    for th, run in ((run_j1["threads"], run_j1), (run_j2["threads"], run_j2)):
+    for th, run in {run_j1["threads"]: run_j1, run_j2["threads"]: run_j2}.items():
         fl = floors.get(th)
         if fl:
-            jobs = cores // th
-            row(f"  {th} thread(s) (= --jobs {jobs}): grader / floor (s)", f"{run['training']:.2f} / {fl['seconds']:.2f}",
-                f"{run['training'] / fl['seconds']:.2f}x")
+            ratio = run["training"] / fl["seconds"]
+            row(f"  {th} thread(s): grader / floor (s)", f"{run['training']:.2f} / {fl['seconds']:.2f}",
+                f"{ratio:.2f}x <= {TARGET_EPOCH:g}x", ratio <= TARGET_EPOCH)
+    for th, fl in floors.items():
+        if th not in (run_j1["threads"], run_j2["threads"]):
+            row(f"  (for comparison) the floor with {th} threads (s)", f"{fl['seconds']:.2f}")
     if nb_epoch:
         row(f"  nbgrader kernel (DataLoader + transforms, {nb_rows[0]['threads']} threads) / {threads_j1}-thread floor",
             f"{statistics.median(nb_epoch):.2f} / {floors[threads_j1]['seconds']:.2f}",
@@ -640,7 +689,9 @@ def main(argv: list[str] | None = None) -> int:
     walls1 = ", ".join(f"{r['wall']:.1f}" for r in kit_runs[1])
     walls2 = ", ".join(f"{r['wall']:.1f}" for r in kit_runs[2])
     nb_each = ", ".join(f"{r['seconds']:.1f}" for r in nb_rows)
-    print(f"kit batch walls (s): --jobs 1: {walls1}; --jobs 2: {walls2}; nbgrader per submission (s): {nb_each}")
+    nb_walls = ", ".join(f"{b['wall']:.1f}" for b in nb_batches)
+    print(f"batch walls (s): kit --jobs 1: {walls1}; kit --jobs 2: {walls2}; nbgrader one command: {nb_walls}; "
+          f"nbgrader --student each: {nb_each}")
     if kit_bad:
         print(f"kit submissions without full marks: {kit_bad}")
     print("machine noise: CPU used by other processes while each phase ran (cores on average, of "

@@ -15,21 +15,28 @@ from autograder.results import ResultStore
 import mutants
 
 
-def test_kill_9_then_rerun_grades_everyone_once(tmp_path, mnist_dir):
+def start_batch(tmp_path, mnist_dir, students):
+    """`autograder grade --jobs 1` on copies of the answer key, started; returns once a first result is saved."""
     folder = tmp_path / "subs"
     folder.mkdir()
-    students = ["s1", "s2", "s3", "s4"]
     for name in students:
         mutants.write(mutants.filled(), folder / f"{name}.ipynb")
     out = tmp_path / "out"
     command = [sys.executable, "-m", "autograder.cli", "grade", str(folder), "--out", str(out), "--jobs", "1",
                "--device", "cpu"]
     env = {**os.environ, "MNIST_DIR": str(mnist_dir)}
-    first = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     results = out / "results"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not (results.is_dir() and any(results.glob("*.json"))):
         time.sleep(0.2)
+    return proc, command, env, out
+
+
+def test_kill_9_then_rerun_grades_everyone_once(tmp_path, mnist_dir):
+    students = ["s1", "s2", "s3", "s4"]
+    first, command, env, out = start_batch(tmp_path, mnist_dir, students)
+    results = out / "results"
     first.send_signal(signal.SIGKILL)  # in the middle: one result written, the next sandbox running
     first.wait()
     done_before = {p.name: p.read_bytes() for p in results.glob("*.json")}
@@ -43,3 +50,27 @@ def test_kill_9_then_rerun_grades_everyone_once(tmp_path, mnist_dir):
     # Those finished before the kill were kept as they were, not graded again.
     assert {name: (results / name).read_bytes() for name in done_before} == done_before
     assert not list(results.glob(".*.tmp"))  # no half-written result survives
+
+
+def test_ctrl_c_stops_the_batch_soon_and_keeps_what_was_saved(tmp_path, mnist_dir):
+    """Ctrl-C after the first result: the sandbox waiting for its turn is killed, no queued submission
+    starts, the one running may finish; the command ends within a run's time, every sandbox gone."""
+    grader, _, _, out = start_batch(tmp_path, mnist_dir, [f"s{i}" for i in range(6)])
+    results = out / "results"
+    grader.send_signal(signal.SIGINT)
+    try:
+        _, stderr = grader.communicate(timeout=60)  # at most the running sandbox's own run
+    finally:
+        grader.kill()
+    assert grader.returncode == 130 and b"Run the same command again" in stderr
+    saved = sorted(p.stem for p in results.glob("*.json"))
+    assert 1 <= len(saved) <= 3 and not list(results.glob(".*.tmp"))
+    assert not [p for p in os.listdir("/proc") if p.isdigit() and _is_harness(p)]
+
+
+def _is_harness(pid: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"harness.py" in f.read()
+    except OSError:
+        return False

@@ -318,6 +318,85 @@ def test_missing_command(need_bwrap):
     assert r.returncode == 127 and "cannot execute" in r.stderr
 
 
+TURN = """
+    import os, sys, time
+    def autogroup():
+        try:
+            return open("/proc/self/autogroup").read().split()[-1]
+        except OSError:
+            return "none"
+    time.sleep(0.3)  # the watchdog sets the session's group on its first round
+    before = (os.getpriority(os.PRIO_PROCESS, 0), autogroup())
+    waited = time.monotonic()
+    got = sys.stdin.buffer.read()  # one byte, then end of file
+    waited = time.monotonic() - waited
+    time.sleep(0.3)  # the group is moved on the watchdog's next round
+    after = (os.getpriority(os.PRIO_PROCESS, 0), autogroup())
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 9)
+        lower = "allowed"
+    except OSError:
+        lower = "refused"
+    print(*before, repr(got), round(waited, 1), *after, lower)
+    time.sleep(float(sys.argv[1]))
+"""
+
+
+def turn_after(seconds: float):
+    """A turn that comes `seconds` after the first time it is asked for, and counts how often it was asked."""
+    asked = []
+
+    def turn():
+        asked.append(time.monotonic())
+        return asked[-1] - asked[0] >= seconds
+
+    return turn, asked
+
+
+@pytest.mark.parametrize("mode", ["bwrap", "fallback"])
+def test_a_run_waits_for_its_turn_at_the_lowest_priority_and_its_clock_starts_then(mode, request):
+    request.getfixturevalue("need_bwrap" if mode == "bwrap" else "no_bwrap")
+    turn, asked = turn_after(3)
+    # Waiting 3 s under a 2 s wall limit is not a time-out: the clock starts at the turn.
+    r = py(TURN, "0.5", limits=Limits(wall_seconds=2), turn=turn)
+    assert r.killed_for is None and r.returncode == 0, r.stderr
+    nice, group, got, waited, nice_after, group_after, lower = r.stdout.split()
+    root = os.geteuid() == 0
+    # Back to +10 (only root may lower a nice value), never below; the fallback as root is root.
+    assert (nice, got, nice_after) == ("19", "b'\\n'", "10" if root else "19")
+    assert lower == ("allowed" if mode == "fallback" and root else "refused")
+    assert group in ("19", "none") and group_after in ("10", "none")
+    assert float(waited) >= 2.5 and len(asked) > 10
+    assert 0.5 <= r.seconds < 2.5  # the run's own time, not the wait
+
+
+def test_a_run_past_its_turn_is_still_timed(need_bwrap):
+    turn, _ = turn_after(0.5)
+    r = py(TURN, "60", limits=Limits(wall_seconds=2), turn=turn)
+    assert r.killed_for == "time" and 2 <= r.seconds < 6
+
+
+def test_a_cancelled_turn_kills_the_waiting_run(need_bwrap):
+    token = f"marker-{uuid.uuid4()}"
+    calls = []
+
+    def turn():
+        calls.append(1)
+        if len(calls) > 20:
+            raise sb.TurnCancelled
+        return False
+
+    r = py("import sys, time; sys.stdin.read(); print('ran'); time.sleep(60)", token, turn=turn)
+    assert r.killed_for == "cancelled" and "ran" not in r.stdout and r.seconds < 10
+    assert pids_with(token) == []
+
+
+def test_a_run_that_dies_waiting_never_takes_its_turn(need_bwrap):
+    asked = []
+    r = py("import sys; sys.exit(3)", turn=lambda: asked.append(1) and False)
+    assert r.returncode == 3 and r.killed_for is None
+
+
 # ---------------------------------------------------------------- fallback
 def test_require_sandbox_refuses_fallback(monkeypatch):
     monkeypatch.setattr(sb, "bwrap_available", lambda: False)
