@@ -73,6 +73,7 @@ class Grader:
         self.data = DataDir()
         self.trusted = TrustedData.load(assignment, self.device)
         self.checks = CheckSession(assignment)
+        self._outputs = {}  # trusted forward passes shared by the batch's contexts (judge.Context.outputs)
         self._slots = threading.BoundedSemaphore(options.workers)  # sandboxes past their turn
         self._cancelled = threading.Event()
         # On a GPU, the running sandboxes and the one warming up share its memory evenly.
@@ -131,7 +132,7 @@ class Grader:
                 points, source=sub.source)
         ctx = Context(assignment=self.assignment, sanitized=clean, run=run, obs=obs, reference=self.reference,
                       data=self.trusted, device=self.device, probes=self.probes.PROBES,
-                      seed=self.assignment.training.seed + self.settings.seed_offset)
+                      seed=self.assignment.training.seed + self.settings.seed_offset, outputs=self._outputs)
         checks = self.checks.run(ctx)
         notes = list(clean.problems)
         if self._near_threshold(ctx):

@@ -376,7 +376,8 @@ class Probes:
         net = self.trained
         net.train()  # evaluate() must switch to eval mode itself
         spy = Spy(torch, net, self.device)
-        loader = spy.loader(*self.holdout, batch_size=self.plan["eval_batch_size"], shuffle=False, seed=0)
+        images, labels = (part[:self.plan["eval_images"]] for part in self.holdout)
+        loader = spy.loader(images, labels, batch_size=self.plan["eval_batch_size"], shuffle=False, seed=0)
         try:
             with time_limit(self.plan["call_seconds"] * 4):
                 value = encode(self.ns["evaluate"](net, loader, self.device))

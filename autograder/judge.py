@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .config import Assignment
-from .observe import Observations, tensors
+from .observe import EVAL_IMAGES, Observations, tensors
 from .results import Message
 from .sandbox import RunResult
 from .sanitize import Sanitized
@@ -32,6 +32,9 @@ def fail(ja: str, en: str, *, fraction: float = 0.0):
     raise CheckFailed(Message(ja, en), fraction)
 
 
+MAX_SHARED_OUTPUTS = 16  # 10,000 x 10 log-probabilities each, 0.4 MB
+
+
 @dataclass
 class Context:
     """Everything a hidden check may look at. Built in the grading process; nothing here came in as code."""
@@ -46,6 +49,10 @@ class Context:
     probes: dict  # the hidden probe inputs, by function: [(group, args, kwargs), ...]
     seed: int  # the seed the sandboxed run used
     cache: dict = field(default_factory=dict)
+    # Trusted forward passes by (images, weights digest). The grader hands one dict to a whole batch: the
+    # weights before training are the same for most students (same seed, same layers), so the holdout loss
+    # of those is computed once per batch instead of once per student.
+    outputs: dict = field(default_factory=dict)
 
     def cell_error(self, *grade_ids: str) -> Message | None:
         """Why a needed cell did not run, in the student's terms; None when all ran."""
@@ -84,7 +91,8 @@ class Context:
         return trusted_accuracy(self.reference, state, self.data, self.device)
 
     def holdout_accuracy(self, state: dict) -> float | None:
-        return self.accuracy_of(state, self.data.holdout_images, self.data.holdout_labels)
+        """Accuracy on the held-out images the student's evaluate() was given (observe.EVAL_IMAGES)."""
+        return self.accuracy_of(state, self.data.eval_images, self.data.eval_labels)
 
     def trained_state(self) -> dict | None:
         record = self.obs.first("weights")
@@ -93,10 +101,12 @@ class Context:
     def _outputs(self, state: dict, images: torch.Tensor) -> torch.Tensor | None:
         # Several checks look at the same weights on the same images (the loss and the accuracy on the holdout
         # set): one forward pass each, keyed by the weights' bytes.
-        key = ("outputs", id(images), _digest(state))
-        if key not in self.cache:
-            self.cache[key] = trusted_outputs(self.reference, state, images, self.device)
-        return self.cache[key]
+        key = (id(images), _digest(state))
+        if key not in self.outputs:
+            while len(self.outputs) >= MAX_SHARED_OUTPUTS:
+                del self.outputs[next(iter(self.outputs))]  # the oldest
+            self.outputs[key] = trusted_outputs(self.reference, state, images, self.device)
+        return self.outputs[key]
 
     def accuracy_of(self, state: dict, images: torch.Tensor, labels: torch.Tensor) -> float | None:
         out = self._outputs(state, images)
@@ -116,8 +126,10 @@ class TrustedData:
 
     test_images: torch.Tensor  # normalised N x 1 x 28 x 28, on the grading device
     test_labels: torch.Tensor
-    holdout_images: torch.Tensor  # the training images kept out of training, for checking evaluate()
+    holdout_images: torch.Tensor  # the training images kept out of training, for the loss before and after
     holdout_labels: torch.Tensor
+    eval_images: torch.Tensor  # the first of those, which the student's evaluate() gets
+    eval_labels: torch.Tensor
 
     @classmethod
     def load(cls, assignment: Assignment, device: torch.device) -> TrustedData:
@@ -129,9 +141,10 @@ class TrustedData:
         def images(raw):
             return mnist.normalize(raw).to(device).contiguous(memory_format=torch.channels_last)
 
-        return cls(images(test.images), test.labels.long().to(device),
-                   images(train.images[len(train.images) - holdout:]),
-                   train.labels[len(train.labels) - holdout:].long().to(device))
+        held_images = images(train.images[len(train.images) - holdout:])
+        held_labels = train.labels[len(train.labels) - holdout:].long().to(device)
+        return cls(images(test.images), test.labels.long().to(device), held_images, held_labels,
+                   held_images[:EVAL_IMAGES], held_labels[:EVAL_IMAGES])
 
 
 def _digest(state: dict) -> str:

@@ -50,6 +50,10 @@ MUTANTS = [
     Mutant("evaluate_without_eval", "evaluate", "    model.eval()\n", "", "evaluate", "call model.eval() first"),
     Mutant("accuracy_divided_by_batches", "evaluate", "return correct / total", "return correct / len(loader)", "evaluate",
            "divide the number of correct predictions by the number of samples"),
+    # Right whenever every batch is full: the grader's evaluate probe ends on a short batch to catch it.
+    Mutant("accuracy_over_full_batches", "evaluate", "return correct / total",
+           "return correct / (len(loader) * loader.batch_size)", "evaluate",
+           "divide the number of correct predictions by the number of samples"),
     Mutant("cuda_without_checking", "get_device", "if use_gpu and torch.cuda.is_available():", "if use_gpu:", "device",
            "without CUDA, return torch.device('cpu')"),
 ]

@@ -5,7 +5,6 @@ whole batch runs once per session and the tests read its outputs."""
 from __future__ import annotations
 
 import csv
-import json
 import os
 import subprocess
 import sys

@@ -9,7 +9,7 @@ from urllib.parse import quote
 import pytest
 
 from autograder import report
-from autograder.results import CRASHED, GRADED, INVALID, CheckResult, Message, SubmissionResult, invalid
+from autograder.results import CRASHED, GRADED, CheckResult, Message, SubmissionResult, invalid
 
 PARTS = ["shapes", "net", "accuracy"]
 MAX = {"shapes": 20.0, "net": 25.0, "accuracy": 15.0}
