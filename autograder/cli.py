@@ -34,7 +34,7 @@ def _grade(args) -> int:
     subs = submissions.collect(Path(args.submissions), assignment=assignment.name)
     out = Path(args.out or Path("out") / assignment.name)
     options = grade.Options(device=grade.resolve_device(args.device), jobs=args.jobs, force=args.force,
-                            require_sandbox=args.require_sandbox)
+                            require_sandbox=args.require_sandbox, fork_server=args.fork_server)
     ids = {s.student_id for s in subs}
     results = [r for r in grade.grade(assignment, subs, out, options, progress=grade.Progress())
                if r.student_id in ids]
@@ -57,7 +57,7 @@ def _validate(args) -> int:
     path = Path(args.notebook)
     sub = Submission(student_id=path.stem or "notebook", notebook=path.read_bytes(), source=str(path))
     options = grade.Options(device=grade.resolve_device(args.device), jobs=1, force=True,
-                            require_sandbox=args.require_sandbox)
+                            require_sandbox=args.require_sandbox, fork_server=args.fork_server)
     with tempfile.TemporaryDirectory(prefix="autograder-validate-") as out:
         [result] = grade.grade(assignment, [sub], Path(out), options)
     print(report.feedback_text(result, lang=args.lang))
@@ -122,6 +122,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lang", choices=["ja", "en"], default="ja", help="language of the feedback (default: ja)")
     p.add_argument("--require-sandbox", action="store_true",
                    help="refuse to grade when bubblewrap is unavailable (default: warn and grade with limits only)")
+    p.add_argument("--no-fork-server", dest="fork_server", action="store_false",
+                   help="a sandbox of its own that imports torch for every submission, even where the batch's "
+                        "fork server could fork them (on CPU, as root, with bubblewrap; see README)")
 
 
 def main(argv: list[str] | None = None) -> int:

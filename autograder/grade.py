@@ -1,8 +1,10 @@
 """Batch grading: submissions → sanitize → sandboxed run → hidden checks → recorded results.
 
 Sandboxes run in worker threads (each is a separate process; the threads only wait). `--jobs N` sandboxes
-run at once, and one more waits for its turn already warmed up (interpreter, torch, data: see "Turns" in
-sandbox.py), using only the CPU the running ones leave idle. Judging happens in the main thread, one
+run at once. On CPU, as root with bubblewrap, each is forked from the batch's fork server, which imported
+torch and loaded the data once (forkserver.py); elsewhere each is a sandbox of its own, and one more waits
+for its turn already warmed up (interpreter, torch, data: see "Turns" in sandbox.py), using only the CPU
+the running ones leave idle. Judging happens in the main thread, one
 submission at a time, as runs finish; each result is saved before the next is judged, so an interrupted
 batch resumes where it stopped.
 """
@@ -20,17 +22,22 @@ from pathlib import Path
 
 import torch
 
-from . import observe, reference
+from . import forkserver, observe, reference
 from .config import Assignment
 from .checks import CheckSession
 from .judge import Context, TrustedData
 from .observe import DataDir, RunSettings
 from .results import CRASHED, GRADED, LIMIT, Message, ResultStore, SubmissionResult, invalid
-from .sandbox import TurnCancelled
+from .forkserver import ForkServerGone
+from .sandbox import RunResult, TurnCancelled
 from .sanitize import UnusableNotebook, sanitize
 from .submissions import Submission
 
 log = logging.getLogger(__name__)
+
+# A run that never started: the batch stopped while it waited for a free slot.
+CANCELLED = RunResult(returncode=None, killed_for="cancelled", stdout="", stderr="", output_truncated=False,
+                      seconds=0.0, peak_rss_mb=0.0, sandboxed=True, data=b"")
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class Options:
     jobs: int = 0  # 0: one per core
     force: bool = False
     require_sandbox: bool = False
+    fork_server: bool = True  # where it can (forkserver.usable): one warm-up per batch, not per submission
 
     @property
     def workers(self) -> int:
@@ -76,6 +84,9 @@ class Grader:
         self._outputs = {}  # trusted forward passes shared by the batch's contexts (judge.Context.outputs)
         self._slots = threading.BoundedSemaphore(options.workers)  # sandboxes past their turn
         self._cancelled = threading.Event()
+        self._server_lock = threading.Lock()
+        self._server = None  # the batch's fork server, started with the first run that can use it
+        self._server_off = not (options.fork_server and forkserver.usable(options.device))
         # On a GPU, the running sandboxes and the one warming up share its memory evenly.
         self.settings = RunSettings(device=options.device, threads=sandbox_threads(options.workers),
                                     gpu_memory_fraction=round(0.95 / (options.workers + 1), 3),
@@ -86,8 +97,28 @@ class Grader:
         self._cancelled.set()
 
     def close(self):
+        self._drop_server()
         self.checks.close()
         self.data.close()
+
+    def _fork_server(self):
+        with self._server_lock:
+            if self._server is None and not self._server_off:
+                try:
+                    self._server = observe.start_fork_server(self.assignment, self.settings, self.data)
+                except (ForkServerGone, OSError) as exc:
+                    log.warning("no fork server, a sandbox per submission instead: %s", exc)
+                    self._server_off = True
+            return self._server
+
+    def _drop_server(self, why: str = "") -> None:
+        with self._server_lock:
+            server, self._server = self._server, None
+            if why:
+                log.warning("the fork server failed, a sandbox per submission from now on: %s", why)
+                self._server_off = True
+        if server is not None:
+            server.close()
 
     def observe(self, sub: Submission):
         """Worker-thread half: sanitize and run in the sandbox. Returns what the judge needs."""
@@ -103,6 +134,18 @@ class Grader:
     def sandboxed(self, clean, settings: RunSettings):
         """One sandboxed run of these cells under these settings: (RunResult, Observations)."""
         plan = observe.plan_for(self.assignment, list(clean.cells), self.probes.SHAPE_PROBES, settings, self.data)
+        server = self._fork_server()
+        if server is not None:
+            while not self._slots.acquire(timeout=0.1):
+                if self._cancelled.is_set():
+                    return CANCELLED, observe.parse(b"")
+            try:
+                return observe.run(plan, limits=self.assignment.limits, data=self.data, settings=settings,
+                                   server=server)
+            except ForkServerGone as exc:  # nothing of the submission ran: it runs below instead
+                self._drop_server(str(exc))
+            finally:
+                self._slots.release()
         taken = threading.Event()
 
         def turn() -> bool:

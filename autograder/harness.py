@@ -28,12 +28,25 @@ MAX_TEXT = 300  # characters of any student-made text kept in a record
 def main(plan_path: str) -> None:
     with open(plan_path, encoding="utf-8") as f:
         plan = json.load(f)
+    emit = open_channel()
+    emit("start", pid=os.getpid())
+    torch, data = prepare(plan)
+    emit("ready")
+    wait_for_turn()
+    emit.restart_clock()
+    run_submission(torch, plan, emit, data)
+
+
+def open_channel() -> Emitter:
     # Keep our own copy of the channel; the student's code can still find fd 3, but never our closure.
     out = os.fdopen(os.dup(CHANNEL), "w", encoding="utf-8", buffering=1)
     os.close(CHANNEL)
-    emit = Emitter(out)
-    emit("start", pid=os.getpid())
+    return Emitter(out)
 
+
+def prepare(plan: dict):
+    """What every run needs before the student's turn: (torch, the training data). A fork server (zygote.py)
+    does this once and forks each submission from here."""
     import torch
 
     torch.set_num_threads(plan["threads"])
@@ -41,11 +54,11 @@ def main(plan_path: str) -> None:
     # (The public torch.use_deterministic_algorithms also imports Inductor's config, 1.3 s here, only to set
     # the same flag for torch.compile; the sandbox's TORCHINDUCTOR_DETERMINISTIC=1 does that if it is used.)
     torch._C._set_deterministic_algorithms(True, warn_only=True)
-    data = warm_up(torch, plan)
-    emit("ready")
-    wait_for_turn()
-    emit.restart_clock()
+    return torch, warm_up(torch, plan)
 
+
+def run_submission(torch, plan: dict, emit: Emitter, data) -> None:
+    """The student's cells, then the plan's probes; never returns."""
     namespace = {"__name__": "submission"}
     # Taken before any student code runs, so that replacing them afterwards changes nothing we do.
     steps = (Probes.shapes, Probes.device_switch, Probes.net, Probes.training, Probes.evaluate)
@@ -61,7 +74,7 @@ def main(plan_path: str) -> None:
             emit("step_error", step=step.__name__, error=error_info(exc))
     emit("done", **({"gpu_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
                     if probes.device.type == "cuda" else {}))
-    out.flush()
+    emit.flush()
     # Everything is reported: skip the interpreter's teardown (torch's takes a few tenths of a second) and
     # whatever exit handlers the student's code registered.
     os._exit(0)
@@ -114,6 +127,9 @@ class Emitter:
 
     def restart_clock(self) -> None:
         self._started = self._clock()
+
+    def flush(self) -> None:
+        self._out.flush()
 
     def __call__(self, kind: str, **fields) -> None:
         # "t": seconds since the harness started, so that a slow grading can be traced to its step.

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import mnist
 from .config import Assignment
+from .forkserver import ForkServer
 from .sandbox import Limits, Mount, RunResult, run_sandboxed
 from .sanitize import Cell
 
@@ -179,23 +180,37 @@ def plan_for(assignment: Assignment, cells: list[Cell], probes: dict, settings: 
 MALLOC_TUNABLES = "glibc.malloc.trim_threshold=268435456:glibc.malloc.mmap_threshold=33554432"
 
 
+def _sandbox_env(settings: RunSettings) -> dict[str, str]:
+    threads = str(settings.threads)
+    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
+            "TORCHINDUCTOR_DETERMINISTIC": "1", "PYTHONHASHSEED": "0", "GLIBC_TUNABLES": MALLOC_TUNABLES}
+
+
+def start_fork_server(assignment: Assignment, settings: RunSettings, data: DataDir) -> ForkServer:
+    """A warmed-up sandbox that forks each run of this batch (forkserver.py). Raises ForkServerGone."""
+    warm_plan = plan_for(assignment, [], {}, settings, data)
+    return ForkServer(warm_plan, mounts=[Mount(data.path, "/sandbox/data")], limits=assignment.limits,
+                      env=_sandbox_env(settings))
+
+
 def run(plan: dict, *, limits: Limits, data: DataDir, settings: RunSettings,
-        turn: Callable[[], bool] | None = None) -> tuple[RunResult, Observations]:
+        turn: Callable[[], bool] | None = None, server: ForkServer | None = None) -> tuple[RunResult, Observations]:
     """Run the harness on one plan in a fresh sandbox and parse what it reported.
 
     With `turn`, the sandbox starts at once and warms up (interpreter, torch, the training data) at the lowest
     priority, then waits: `turn` is polled until it returns True, and only then do the student's cells run
-    and the time limit start (see `sandbox.run_sandboxed`)."""
+    and the time limit start (see `sandbox.run_sandboxed`). With `server`, the run is forked from that fork
+    server at once instead (the caller waits for its turn); ForkServerGone: nothing of it ran."""
+    if server is not None:
+        result = server.run(plan, limits)
+        return result, parse(result.data)
     work = Path(tempfile.mkdtemp(prefix="autograder-run-"))
     try:
         (work / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
         shutil.copy(HARNESS, work / "harness.py")
         _open_to_sandbox(work)
         mounts = [Mount(work, "/sandbox/run"), Mount(data.path, "/sandbox/data")]
-        threads = str(settings.threads)
-        env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
-               "TORCHINDUCTOR_DETERMINISTIC": "1",
-               "PYTHONHASHSEED": "0", "GLIBC_TUNABLES": MALLOC_TUNABLES}
+        env = _sandbox_env(settings)
         devices = [str(p) for p in sorted(Path("/dev").glob("nvidia*"))] if settings.device == "cuda" else []
         result = run_sandboxed([sys.executable, "-I", "/sandbox/run/harness.py", "/sandbox/run/plan.json"],
                                mounts=mounts, limits=limits, env=env, require_sandbox=settings.require_sandbox,

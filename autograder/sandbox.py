@@ -378,7 +378,9 @@ def _size(mb: int) -> list[str]:
     return ["--size", str(mb << 20)] if _bwrap_has("--size") else []
 
 
-def _bwrap_argv(argv, mounts, limits, env, cwd, devices, data_fd, waits: bool) -> list[str]:
+def _bwrap_argv(argv, mounts, limits, env, cwd, devices, data_fd, waits: bool, zygote: bool = False) -> list[str]:
+    """zygote: the command stays root, with what it needs to give each run namespaces and a uid of its own
+    (root only; see forkserver.py)."""
     root = _is_root()
     cmd = [shutil.which("bwrap") or "bwrap",
            "--die-with-parent",  # if the grader dies, so does the sandbox
@@ -389,6 +391,8 @@ def _bwrap_argv(argv, mounts, limits, env, cwd, devices, data_fd, waits: bool) -
         # Privileged bwrap keeps every capability by default; keep only what the
         # shim needs to switch to the unprivileged uid (which then drops them).
         cmd += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        if zygote:
+            cmd += ["--cap-add", "CAP_SYS_ADMIN"]  # unshare() and mount() for each run
     else:
         cmd += ["--unshare-user"]
     for d in _SYSTEM_DIRS:
@@ -419,7 +423,9 @@ def _bwrap_argv(argv, mounts, limits, env, cwd, devices, data_fd, waits: bool) -
         cmd += ["--setenv", k, v]
     # RLIMIT_NPROC lets the command reach one task more than allowed, which the
     # watchdog sees and kills for; the rlimit only makes sure the bomb stops there.
-    if root:
+    if root and zygote:
+        uid, nproc = None, None  # each run gets its own uid and RLIMIT_NPROC from the zygote
+    elif root:
         uid = _pick_uid()
         nproc = limits.processes + 1
     else:
@@ -677,14 +683,20 @@ def _set_group_nice(pids: list[int], nice: int) -> bool:
     return True
 
 
-def _supervise(proc, data_r, limits, data_bytes, sandboxed, start, turn) -> RunResult:
+def _supervise(proc, data_r, limits, data_bytes, sandboxed, start, turn, *, wrappers=None, kill=None) -> RunResult:
+    """Read the pipes and watch the tree below proc.pid until the command is done or killed. `wrappers`: how
+    many processes at the top of the tree are not the command's; `kill(proc)` kills it all and returns the pids
+    to wait for (both default to those of a bwrap sandbox, or of the fallback's shim)."""
     out, err = _Sink(limits.output_bytes // 2), _Sink(limits.output_bytes - limits.output_bytes // 2)
     data = _Sink(data_bytes)
     sel = selectors.DefaultSelector()
     for fileobj, sink in ((proc.stdout, out), (proc.stderr, err), (data_r, data)):
         sel.register(fileobj, selectors.EVENT_READ, sink)
     killed_for, wait_for, peak, last_sample, exited_at = None, [], 0, 0.0, None
-    wrappers = 2 if sandboxed else 1  # bwrap + its pid 1, or the shim: not the submission's tasks
+    if wrappers is None:
+        wrappers = 2 if sandboxed else 1  # bwrap + its pid 1, or the shim: not the submission's tasks
+    if kill is None:
+        kill = _kill_sandbox if sandboxed else _kill_unsandboxed
     waiting = turn is not None
     group_nice = WAIT_NICE if waiting else RUN_NICE  # still to be set, or None
     while True:
@@ -708,7 +720,7 @@ def _supervise(proc, data_r, limits, data_bytes, sandboxed, start, turn) -> RunR
             _start_turn(proc)
         elif go is None:
             killed_for = "cancelled"
-            wait_for = _kill_sandbox(proc) if sandboxed else _kill_unsandboxed(proc)
+            wait_for = kill(proc)
         if killed_for is not None or now - last_sample < _POLL_SECONDS:
             continue
         last_sample = now
@@ -725,7 +737,7 @@ def _supervise(proc, data_r, limits, data_bytes, sandboxed, start, turn) -> RunR
         elif rss > limits.memory_mb << 20:
             killed_for = "memory"
         if killed_for:
-            wait_for = _kill_sandbox(proc) if sandboxed else _kill_unsandboxed(proc)
+            wait_for = kill(proc)
     sel.close()
     # Nothing is left to kill: bwrap's pid 1 takes its namespace with it and the
     # fallback shim kills what it reaped.  (Never signal proc.pid from here on:

@@ -1,6 +1,7 @@
 """Where does the training epoch lose time inside the grader? The answer key's epoch four ways, alternating:
 
-1. the harness in a bubblewrap sandbox (what grading does),
+1. the harness in a bubblewrap sandbox of its own, and forked by the fork server (what grading does on CPU
+   as root; forkserver.py),
 2. the same harness through the sandbox module's fallback (same shim, nice value, environment and limits;
    no namespaces),
 3. the floor: the lecture's Net, the answer key's loop, the same data and batches, in a plain Python
@@ -30,11 +31,12 @@ REPO = Path(__file__).resolve().parent.parent
 CORES = os.cpu_count() or 1
 sys.path.insert(0, str(REPO))
 
-from autograder import config, mnist, observe, reference, sandbox  # noqa: E402
+from autograder import config, forkserver, mnist, observe, reference, sandbox  # noqa: E402
 from autograder.sanitize import sanitize  # noqa: E402
 
 
-def harness_epoch(assignment, clean, probes, data, threads: int, bwrap: bool) -> float:
+def harness_epoch(assignment, clean, probes, data, threads: int, bwrap: bool, server=None) -> float:
+    """The harness's epoch seconds: in a sandbox of its own (bwrap or the fallback), or forked by `server`."""
     settings = observe.RunSettings(threads=threads)
     plan = observe.plan_for(assignment, list(clean.cells), probes.SHAPE_PROBES, settings, data)
     real = sandbox.bwrap_available
@@ -44,7 +46,7 @@ def harness_epoch(assignment, clean, probes, data, threads: int, bwrap: bool) ->
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the fallback's loud warning, expected here
             sandbox.log.disabled = not bwrap  # and its log line
-            run, obs = observe.run(plan, limits=assignment.limits, data=data, settings=settings)
+            run, obs = observe.run(plan, limits=assignment.limits, data=data, settings=settings, server=server)
     finally:
         sandbox.bwrap_available = real
         sandbox.log.disabled = False
@@ -135,7 +137,12 @@ def main() -> int:
     clean = sanitize((REPO / "solutions" / "cnn_mnist" / "cnn_mnist.ipynb").read_bytes(), assignment)
     probes = observe.load_probes(assignment)
     data = observe.DataDir()
+    server = None
+    if forkserver.usable("cpu"):
+        server = observe.start_fork_server(assignment, observe.RunSettings(threads=args.threads), data)
     ways = {"harness in bwrap": lambda: harness_epoch(assignment, clean, probes, data, args.threads, True),
+            **({"harness, forked": lambda: harness_epoch(assignment, clean, probes, data, args.threads, True, server)}
+               if server else {}),
             "harness, fallback": lambda: harness_epoch(assignment, clean, probes, data, args.threads, False),
             "floor": lambda: floor_in_child(args.threads, tuned=True),
             "floor, glibc malloc": lambda: floor_in_child(args.threads, tuned=False),
@@ -147,6 +154,8 @@ def main() -> int:
                 seconds[name].append(way())
                 print(f"round {rnd}: {name:<19} {seconds[name][-1]:6.2f} s", flush=True)
     finally:
+        if server:
+            server.close()
         data.close()
     print(f"\n{args.threads} torch thread(s), {args.rounds} rounds, median epoch seconds:")
     floor = statistics.median(seconds["floor"])

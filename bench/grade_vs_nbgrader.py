@@ -366,11 +366,12 @@ def nbgrader_batch(course: Path, students: list[str], tmp: Path, rnd: int) -> di
     return {"wall": wall, "full": full, "n": len(students), "gaps": gaps}
 
 
-def kit_round(course: Path, students: list[str], tmp: Path, rnd: int, jobs: int) -> dict:
-    out = tmp / "kit" / f"r{rnd}-jobs{jobs}"
+def kit_round(course: Path, students: list[str], tmp: Path, rnd: int, jobs: int, fork_server: bool = True) -> dict:
+    name = f"r{rnd}-jobs{jobs}" + ("" if fork_server else "-own")
+    out = tmp / "kit" / name
     argv = [str(BIN / "autograder"), "grade", str(course / "submitted"), "--out", str(out), "--force",
-            "--jobs", str(jobs)]
-    wall = run_logged(argv, cwd=REPO, logfile=tmp / "logs" / f"kit-r{rnd}-jobs{jobs}.log")
+            "--jobs", str(jobs)] + ([] if fork_server else ["--no-fork-server"])
+    wall = run_logged(argv, cwd=REPO, logfile=tmp / "logs" / f"kit-{name}.log")
     per_sub, bad = {}, []
     # Steady state: from the end of the first wave (the jobs-th saved result: those paid the grader's start)
     # to the last saved result (the reports and the gradebook come after it), per submission saved in
@@ -384,7 +385,8 @@ def kit_round(course: Path, students: list[str], tmp: Path, rnd: int, jobs: int)
         total, most = sum(result["parts"].values()), sum(result["max_parts"].values())
         if result["status"] != "graded" or total != most:
             bad.append(f"{sid}: {result['status']} {total:g}/{most:g}")
-    log(f"  autograder grade --jobs {jobs}: batch {wall:.1f} s, per-submission seconds "
+    log(f"  autograder grade --jobs {jobs}{'' if fork_server else ' --no-fork-server'}: batch {wall:.1f} s, "
+        f"per-submission seconds "
         f"{', '.join(f'{s:.1f}' for s in per_sub.values())}" + (f"; NOT FULL MARKS: {bad}" if bad else ""))
     return {"jobs": jobs, "wall": wall, "per_sub": per_sub, "bad": bad, "argv": argv, "gaps": gaps}
 
@@ -418,6 +420,9 @@ def direct_observe(assignment, notebook: bytes) -> dict:
     init_seconds = time.perf_counter() - started
     out = {"grader_init": init_seconds, "runs": []}
     try:
+        started = time.perf_counter()
+        out["fork_server"] = grader._fork_server() is not None  # started by the first run otherwise
+        out["server_start"] = time.perf_counter() - started
         for threads in sorted({sandbox_threads(1), sandbox_threads(2)}, reverse=True):  # jobs 1, jobs 2
             grader.settings = dataclasses.replace(grader.settings, threads=threads)
             sub = Submission(student_id="direct", notebook=notebook, source="direct")
@@ -455,14 +460,18 @@ def epoch_vs_floor(assignment, threads: list[int], cores: int, rounds: int) -> d
     glibc's defaults, the floor with all cores for comparison, and one-thread floors on every core at once
     (what parallel epochs get from this machine). See bench/epoch_in_sandbox.py."""
     import epoch_in_sandbox as eis
-    from autograder import observe, sandbox
+    from autograder import forkserver, observe, sandbox
     from autograder.sanitize import sanitize
 
     clean = sanitize((REPO / "solutions" / ASSIGNMENT / NOTEBOOK).read_bytes(), assignment)
     probes, data, bwrap = observe.load_probes(assignment), observe.DataDir(), sandbox.bwrap_available()
+    servers = {}  # by threads: the grader's epochs run forked from a fork server wherever grading does that
     ways = {}
     for th in threads:
-        ways[("grader", th)] = lambda th=th: eis.harness_epoch(assignment, clean, probes, data, th, bwrap)
+        if forkserver.usable("cpu"):
+            servers[th] = observe.start_fork_server(assignment, observe.RunSettings(threads=th), data)
+        ways[("grader", th)] = lambda th=th: eis.harness_epoch(assignment, clean, probes, data, th, bwrap,
+                                                               servers.get(th))
         ways[("floor", th)] = lambda th=th: eis.floor_in_child(th, tuned=True)
         ways[("floor, glibc malloc", th)] = lambda th=th: eis.floor_in_child(th, tuned=False)
     if cores not in threads:
@@ -476,6 +485,8 @@ def epoch_vs_floor(assignment, threads: list[int], cores: int, rounds: int) -> d
                 seconds[key].append(way())
                 log(f"  round {rnd}/{rounds}: {key[0]}, {key[1]} thread(s): {seconds[key][-1]:.2f} s")
     finally:
+        for server in servers.values():
+            server.close()
         data.close()
     return {key: statistics.median(values) for key, values in seconds.items()}
 
@@ -525,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         log(f"building the nbgrader-only course and {args.n} submissions")
         course, students, dropped = build_course(tmp, assignment, args.n)
-        nb_rows, nb_batches, kit_runs = [], [], {1: [], 2: []}
+        nb_rows, nb_batches, kit_runs, own_runs = [], [], {1: [], 2: []}, {1: [], 2: []}
         for rnd in range(1, args.rounds + 1):
             log(f"round {rnd}/{args.rounds}: nbgrader autograde, one student at a time")
             nb_rows += nbgrader_round(course, students, tmp, rnd, args.wait_quiet)
@@ -540,6 +551,12 @@ def main(argv: list[str] | None = None) -> int:
                 METER.start()
                 kit_runs[jobs].append(kit_round(course, students, tmp, rnd, jobs))
                 log(f"  other processes used {METER.stop(f'r{rnd} kit --jobs {jobs}'):.2f} cores on average meanwhile")
+            for jobs in (1, 2):  # the baseline: a sandbox of its own per submission, as before the fork server
+                log(f"round {rnd}/{args.rounds}: autograder grade --jobs {jobs} --no-fork-server")
+                METER.wait_quiet(args.wait_quiet)
+                METER.start()
+                own_runs[jobs].append(kit_round(course, students, tmp, rnd, jobs, fork_server=False))
+                METER.stop(f"r{rnd} kit --jobs {jobs} --no-fork-server")
         log("inside the kit: one submission through autograder.observe, a bare sandbox importing torch")
         notebook = (course / "submitted" / students[0] / ASSIGNMENT / NOTEBOOK).read_bytes()
         METER.wait_quiet(args.wait_quiet)
@@ -578,7 +595,9 @@ def main(argv: list[str] | None = None) -> int:
     k1_per, k2_per = k1_wall / len(k1), k2_wall / len(k2)  # batch wall / N, start and reports included
     k1_steady = statistics.median(g for run in kit_runs[1] for g in run["gaps"]) if args.n > 1 else k1_per
     k2_steady = statistics.median(g for run in kit_runs[2] for g in run["gaps"]) if args.n > 2 else k2_per
-    kit_bad = [b for runs in kit_runs.values() for run in runs for b in run["bad"]]
+    kit_bad = [b for runs in (*kit_runs.values(), *own_runs.values()) for run in runs for b in run["bad"]]
+    own_steady = {jobs: statistics.median(g for run in runs for g in run["gaps"]) if args.n > jobs else
+                  sum(r["wall"] for r in runs) / (args.n * len(runs)) for jobs, runs in own_runs.items()}
     nb_steady = statistics.median(g for b in nb_batches for g in b["gaps"]) if args.n > 1 else nb_batch
     # The verdicts use the steady state, what a class of hundreds sees; batch wall / N (start-up, gradebook and
     # reports over only N submissions) is printed beside it.
@@ -605,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"software    : python {platform.python_version()}, torch {torch.__version__} "
           f"(default threads {default_threads}), nbgrader {nbgrader.__version__}")
     print(f"submissions : {args.n} x {args.rounds} round(s) (answer-key-filled release of the nbgrader course); "
-          f"order per round: nbgrader, kit --jobs 1, kit --jobs 2")
+          f"order per round: nbgrader, kit --jobs 1, kit --jobs 2, both again with --no-fork-server")
     t = assignment.training
     print(f"budget      : {t.epochs} epoch(s), {60_000 - t.holdout} training images, batch {t.batch_size}, "
           f"{t.optimizer} lr={t.lr} momentum={t.momentum}, seed {t.seed}; threshold {assignment.accuracy.threshold}")
@@ -629,7 +648,12 @@ def main(argv: list[str] | None = None) -> int:
     row("  steady state: first to last saved result / (N - 1) (s)", f"{k1_steady:.2f}")
     row(f"kit --jobs 2 (= cores: {cores}): batch wall / N (s)", f"{k2_per:.2f}")
     row("  steady state: 2nd to last saved result / (N - 2) (s)", f"{k2_steady:.2f}")
-    row("  full marks (kit)", f"{len(k1) + len(k2) - len(kit_bad)}/{len(k1) + len(k2)}")
+    row("kit --jobs 1 --no-fork-server (a sandbox per submission): steady state (s)", f"{own_steady[1]:.2f}")
+    row("kit --jobs 2 --no-fork-server: steady state (s)", f"{own_steady[2]:.2f}")
+    n_kit = len(k1) + len(k2) + sum(len(run["per_sub"]) for runs in own_runs.values() for run in runs)
+    row("  full marks (kit, all four ways)", f"{n_kit - len(kit_bad)}/{n_kit}")
+    row("  the fork server's gain, --jobs 1 / --jobs 2 (steady state, --no-fork-server / default)",
+        f"{own_steady[1] / k1_steady:.2f}x / {own_steady[2] / k2_steady:.2f}x")
     row("speed-up: nbgrader / kit --jobs 1, steady state per submission", f"{speedup:.2f}x",
         f">= {TARGET_SPEEDUP:g}x", speedup >= TARGET_SPEEDUP)
     row("  as batch wall / N: nbgrader (one command) / kit --jobs 1", f"{nb_batch / k1_per:.2f}x")
@@ -647,8 +671,13 @@ def main(argv: list[str] | None = None) -> int:
     print(line)
     print("where one submission's time goes (one direct run through Grader.observe / judge, jobs-1 threads):")
     row("  bare sandbox + python + import torch, for comparison (s)", f"{bare_j1['wall']:.2f}")
-    row("  warm-up before the turn: interpreter, torch, lazy imports, data (s)", f"{ready:.2f}")
-    row("    (in a batch it overlaps the run before; hidden when that run is longer)", "")
+    if direct["fork_server"]:
+        row("  fork server start, once per batch: interpreter, torch, lazy imports, data (s)",
+            f"{direct['server_start']:.2f}")
+        row("  from the fork to the student's first cell (s)", f"{ready:.2f}")
+    else:
+        row("  warm-up before the turn: interpreter, torch, lazy imports, data (s)", f"{ready:.2f}")
+        row("    (in a batch it overlaps the run before; hidden when that run is longer)", "")
     row("  cells, shape / device / Net probes, training set-up (s)", f"{before_training:.2f}")
     row("    of which the answer cells (s)", f"{cells_s:.2f}")
     row("  training epoch (harness 'training' seconds)", f"{run_j1['training']:.2f}")

@@ -259,7 +259,8 @@ def survivors() -> list[str]:
                 cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if "/sandbox/run/harness.py" in cmd or cmd.startswith("sleep 600"):
+            # a sandbox of its own, the fork server or a run it forked (which keeps the zygote's command line)
+            if "/sandbox/run/harness.py" in cmd or "/sandbox/zygote/zygote.py" in cmd or cmd.startswith("sleep 600"):
                 found.append(cmd)
     return found
 

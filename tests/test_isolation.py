@@ -1,15 +1,18 @@
-"""From inside a grading sandbox, set up exactly as `autograder grade` sets it up, a submission cannot reach
-the hidden checks, the test labels, another submission, the gradebook, the network, or write outside scratch."""
+"""From inside a grading sandbox, set up exactly as `autograder grade` sets it up (a sandbox of its own, or a
+run forked by the batch's fork server), a submission cannot reach the hidden checks, the test labels, another
+submission, the gradebook, the network, the fork server, or write outside scratch; and nothing it leaves on
+its disks is there for the next one."""
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 
 import pytest
 
-from autograder import observe
+from autograder import forkserver, observe
 from autograder.config import REPO_ROOT
 from autograder.grade import Grader, Options
 from autograder.sanitize import Cell
@@ -39,7 +42,23 @@ except OSError as exc:
 with open("/scratch/mine.txt", "w") as f:
     f.write("scratch is writable")
 found["scratch"] = "ok"
-raise RuntimeError(json.dumps(found, sort_keys=True))
+# What the run before this one may have left for it, then the same left for the run after it.
+for path in ("/scratch/left", "/tmp/left", "/dev/shm/left"):
+    found["left " + path] = os.path.exists(path)
+    with open(path, "w") as f:
+        f.write("for the next student")
+found["pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+found["fds"] = {}
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        found["fds"][fd] = os.readlink("/proc/self/fd/" + fd)
+    except OSError:  # the descriptor listdir itself used
+        pass
+found["uid"] = os.getuid()
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+found["capabilities"] = [status[k].strip() for k in ("CapInh", "CapPrm", "CapEff", "CapAmb")]
+found["no_new_privs"] = status["NoNewPrivs"].strip()
+print("FOUND", json.dumps(found, sort_keys=True), flush=True)
 '''
 
 
@@ -58,7 +77,20 @@ def monkeypatch_module():
     mp.undo()
 
 
-def test_sandbox_sees_nothing_it_should_not(grader, assignment, mnist_dir, tmp_path):
+@pytest.fixture(scope="module", params=["own sandbox", "fork server"])
+def run_mode(request, grader, assignment):
+    """How a run is started: a sandbox of its own, or forked by a fork server (as root with bubblewrap)."""
+    if request.param == "own sandbox":
+        yield None
+        return
+    if not forkserver.usable("cpu"):
+        pytest.fail("the fork server needs root and bubblewrap here, as CI has (.ci/run installs bubblewrap)")
+    server = observe.start_fork_server(assignment, grader.settings, grader.data)
+    yield server
+    server.close()
+
+
+def test_sandbox_sees_nothing_it_should_not(grader, run_mode, assignment, mnist_dir, tmp_path):
     other = tmp_path / "other_student.ipynb"
     other.write_text("{}")
     gradebook = tmp_path / "gradebook.db"
@@ -78,17 +110,35 @@ def test_sandbox_sees_nothing_it_should_not(grader, assignment, mnist_dir, tmp_p
         "ssh": "/root/.ssh/id_rsa",
     }
     writes = {"write_data": "/sandbox/data/forged.u8", "write_run": "/sandbox/run/forged.json",
+              "write_zygote": "/sandbox/zygote/harness.py",
               "write_repo": str(REPO_ROOT / "forged.txt"), "write_usr": "/usr/forged.txt"}
     source = f"TARGETS = {json.dumps(json.dumps(targets))}\nWRITES = {json.dumps(json.dumps(writes))}\nPORT = {port}\n"
     plan = observe.plan_for(assignment, [Cell("setup", source + PROBE)], grader.probes.SHAPE_PROBES,
                             grader.settings, grader.data)
-    run, obs = observe.run(plan, limits=assignment.limits, data=grader.data, settings=grader.settings)
+    seen = []
+    for _ in range(2):  # two students in a row
+        run, obs = observe.run(plan, limits=assignment.limits, data=grader.data, settings=grader.settings,
+                               server=run_mode)
+        assert run.sandboxed
+        [cell] = obs.all("cell")
+        assert cell["ok"], cell
+        [line] = [x for x in run.stdout.splitlines() if x.startswith("FOUND ")]
+        seen.append(json.loads(line.removeprefix("FOUND ")))
     server.close()
-    assert run.sandboxed
-    [cell] = obs.all("cell")
-    found = json.loads(cell["error"]["message"])
-    assert found.pop("scratch") == "ok"
-    assert found.pop("network") != "CONNECTED"
-    assert all(outcome not in ("READ", "WROTE") for outcome in found.values()), found
+    for found in seen:
+        assert found.pop("scratch") == "ok"
+        assert found.pop("network") != "CONNECTED"
+        # Only the run's own processes: never the fork server nor another run (bwrap's own pid 1 at most).
+        assert set(found.pop("pids")) <= {1, 2}, found
+        # stdin, stdout, stderr and the harness's record channel; no socket or status pipe of the fork server
+        fds = found.pop("fds")
+        assert len(fds) <= 4 and not any(t.startswith("socket:") for t in fds.values()), fds
+        assert found.pop("uid") != 0 or os.geteuid() != 0
+        assert found.pop("capabilities") == ["0000000000000000"] * 4
+        assert found.pop("no_new_privs") == "1"  # no setuid binary can give anything back
+        left = {k: found.pop(k) for k in list(found) if k.startswith("left ")}
+        assert all(outcome not in ("READ", "WROTE") for outcome in found.values()), found
+        if found is seen[1]:
+            assert not any(left.values()), f"the run before left files for this one: {left}"
     assert not (REPO_ROOT / "forged.txt").exists()
     assert not any(p.name.startswith("forged") for p in grader.data.path.iterdir())

@@ -71,6 +71,7 @@ def test_ctrl_c_stops_the_batch_soon_and_keeps_what_was_saved(tmp_path, mnist_di
 def _is_harness(pid: str) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"harness.py" in f.read()
+            cmd = f.read()
+            return b"/sandbox/run/harness.py" in cmd or b"/sandbox/zygote/zygote.py" in cmd  # forked runs too
     except OSError:
         return False

@@ -1,0 +1,214 @@
+"""One warmed-up sandbox per batch that forks each submission into namespaces and a uid of its own.
+
+A sandbox per submission (sandbox.run_sandboxed) pays for the interpreter, torch, torch._dynamo and the
+training data every time: 2.5-3 s of CPU here, as much again as the rest of a submission's non-training work.
+On two cores that is what keeps --jobs 2 from scaling (see README, "Speed"). The fork server pays it once:
+one bubblewrap sandbox runs zygote.py, which does harness.prepare() and then forks a process per submission.
+
+What each submission gets is what a sandbox of its own gives it (zygote.py says how): its own pid, mount,
+network and IPC namespaces, fresh /scratch, /tmp and /dev/shm, its own unused uid with no capability, the same
+rlimits, and the same watchdog here (sandbox._supervise: time, memory and task limits, output caps, the kill
+that takes its whole pid namespace). What it shares with the others is read-only or copy-on-write: the file
+system of the zygote's sandbox and the zygote's memory as it was after the warm-up.
+
+Only on CPU (CUDA can not be forked once initialised), with bubblewrap, as root (each run's uid switch
+needs CAP_SETUID in the zygote). Anything else, or a fork server that fails, falls back to a sandbox per
+submission (Grader.sandboxed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from . import sandbox
+from .sandbox import Limits, Mount, RunResult
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+START_SECONDS = 120  # the warm-up: a few seconds, more on a busy machine
+HELD = "/sandbox/held"  # where the zygote's sandbox also binds interpreter folders that lie under /tmp
+
+
+class ForkServerGone(RuntimeError):
+    """The fork server can not take runs (it did not start, or it died): run in a sandbox of its own instead."""
+
+
+def usable(device: str) -> bool:
+    return device == "cpu" and os.geteuid() == 0 and sandbox.bwrap_available()
+
+
+class ForkServer:
+    def __init__(self, warm_plan: dict, *, mounts: list[Mount], limits: Limits, env: dict[str, str]):
+        self._lock = threading.Lock()  # one request on the socket at a time
+        self._work = Path(tempfile.mkdtemp(prefix="autograder-zygote-"))
+        self._log = tempfile.TemporaryFile()
+        self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            under_tmp = [d for d in sandbox._python_dirs() if d == "/tmp" or d.startswith("/tmp/")]
+            held = [(f"{HELD}/{i}", d) for i, d in enumerate(under_tmp)]
+            for name in ("harness.py", "zygote.py"):
+                shutil.copy(HERE / name, self._work / name)
+            (self._work / "plan.json").write_text(json.dumps({**warm_plan, "zygote": {"held": held}}))
+            for p in [self._work, *self._work.iterdir()]:
+                p.chmod(0o755 if p.is_dir() else 0o644)
+            mounts = [*mounts, Mount(self._work, "/sandbox/zygote"), *(Mount(Path(d), h) for h, d in held)]
+            argv = [sys.executable, "-I", "/sandbox/zygote/zygote.py", "/sandbox/zygote/plan.json", "3"]
+            cmd = sandbox._bwrap_argv(argv, mounts, limits, env, "/scratch", (), theirs.fileno(), False, zygote=True)
+            self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+                                          pass_fds=(theirs.fileno(),), cwd="/", env={"PATH": "/usr/bin:/bin"},
+                                          start_new_session=True)
+        except BaseException:
+            self._cleanup()
+            raise
+        finally:
+            theirs.close()
+        self._sock.settimeout(START_SECONDS)
+        try:
+            ready = self._sock.recv(16)
+        except OSError:
+            ready = b""
+        if ready != b"ready":
+            why = self._stderr_tail()
+            self.close()
+            raise ForkServerGone(f"the fork server did not start: {why}")
+        self._sock.settimeout(None)
+
+    def run(self, plan: dict, limits: Limits, data_bytes: int = 64 << 20) -> RunResult:
+        """One submission's run, forked from the warmed-up zygote, under the watchdog. Raises ForkServerGone
+        when the zygote could not take the run or died during it: then nothing of the run counts."""
+        request = {"uid": sandbox._pick_uid(), "rlimits": sandbox._rlimits(limits, limits.processes + 1),
+                   "scratch_mb": limits.scratch_mb, "memory_mb": limits.memory_mb}
+        pipes = [os.pipe() for _ in range(4)]  # stdout, stderr, the record channel, the status
+        ours, theirs = [r for r, _ in pipes], [w for _, w in pipes]
+        try:
+            with tempfile.TemporaryFile() as plan_file, self._lock:
+                plan_file.write(json.dumps(plan).encode())
+                plan_file.seek(0)
+                try:
+                    socket.send_fds(self._sock, [json.dumps(request).encode()], [plan_file.fileno(), *theirs])
+                except OSError as exc:
+                    raise ForkServerGone(f"the fork server is gone: {exc}; {self._stderr_tail()}") from None
+            start = time.monotonic()
+        except BaseException:
+            for fd in ours:
+                os.close(fd)
+            raise
+        finally:
+            for fd in theirs:  # the zygote has its copies; EOF on ours once the run's processes are gone
+                os.close(fd)
+        out_r, err_r, data_r, status_r = ours
+        proc = _Forked(out_r, err_r, status_r)
+        try:
+            ns_pid = proc.read_pid()
+            if ns_pid is None:
+                raise ForkServerGone(f"the fork server did not start the run; {self._stderr_tail()}")
+            proc.pid = self._host_pid(ns_pid)
+            result = sandbox._supervise(proc, data_r, limits, data_bytes, True, start, None, wrappers=0,
+                                        kill=_kill_namespace)
+        finally:
+            proc.close()
+            os.close(data_r)
+        if self._proc.poll() is not None:
+            # The zygote died (the kernel's out-of-memory killer picks the biggest process) and its sandbox
+            # took every run with it: what this run reported is not the student's doing.
+            raise ForkServerGone(f"the fork server died during the run; {self._stderr_tail()}")
+        return result
+
+    def _host_pid(self, ns_pid: int) -> int:
+        """The pid, as this process sees it, of the zygote's child `ns_pid` (as the zygote sees it)."""
+        for pid in sandbox._tree(self._proc.pid)[0]:
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    for line in f:
+                        if line.startswith("NSpid:"):
+                            pids = line.split()[1:]
+                            if len(pids) >= 2 and int(pids[1]) == ns_pid and len(pids) == 3:
+                                return pid
+                            break
+            except (OSError, ValueError):
+                continue
+        return 0  # already gone: nothing to watch, and nothing to kill
+
+    def _stderr_tail(self) -> str:
+        try:
+            self._log.seek(0)
+            return self._log.read()[-2000:].decode("utf-8", "replace").strip() or "(no output)"
+        except (OSError, ValueError):
+            return "(no output)"
+
+    def close(self) -> None:
+        """End the batch: the zygote exits when its socket closes; kill the sandbox if it does not."""
+        with self._lock:
+            self._sock.close()
+        proc = getattr(self, "_proc", None)
+        if proc is not None:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                sandbox._kill_sandbox(proc)
+                proc.wait()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        shutil.rmtree(self._work, ignore_errors=True)
+        self._log.close()
+
+
+class _Forked:
+    """What sandbox._supervise needs of a Popen, for a run the zygote forked: its pipes, and its exit status,
+    which the zygote's per-run waiter writes to the status pipe ("pid N", then "exit N")."""
+
+    def __init__(self, out_r: int, err_r: int, status_r: int):
+        self.stdout, self.stderr = os.fdopen(out_r, "rb", buffering=0), os.fdopen(err_r, "rb", buffering=0)
+        self._status, self._buf, self.pid, self.returncode = status_r, b"", 0, None
+
+    def read_pid(self) -> int | None:
+        """The run's pid as the zygote sees it, once it has forked (None: it did not, in a minute)."""
+        while b"\n" not in self._buf:
+            if not select.select([self._status], [], [], 60)[0]:
+                return None
+            chunk = os.read(self._status, 64)
+            if not chunk:
+                return None
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        os.set_blocking(self._status, False)
+        return int(line.split()[1]) if line.startswith(b"pid ") else None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                chunk = os.read(self._status, 64)
+                self._buf += chunk
+            except BlockingIOError:
+                chunk = None
+            if self._buf.startswith(b"exit ") and self._buf.endswith(b"\n"):
+                self.returncode = int(self._buf.split()[1])
+            elif chunk == b"":  # the waiter died without a word (it was killed): as bwrap reports a SIGKILL
+                self.returncode = 137
+        return self.returncode
+
+    def close(self) -> None:
+        for f in (self.stdout, self.stderr):
+            f.close()
+        os.close(self._status)
+
+
+def _kill_namespace(proc: _Forked) -> list[int]:
+    """SIGKILL to the run's pid 1: the kernel kills its whole pid namespace."""
+    if proc.pid > 0:  # never 0 or -1: those mean "every process I may signal"
+        sandbox._kill(proc.pid)
+        return [proc.pid]
+    return []
