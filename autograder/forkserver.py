@@ -124,6 +124,8 @@ class ForkServer:
             # The zygote died (the kernel's out-of-memory killer picks the biggest process) and its sandbox
             # took every run with it: what this run reported is not the student's doing.
             raise ForkServerGone(f"the fork server died during the run; {self._stderr_tail()}")
+        if not proc.set_up and result.killed_for is None:
+            raise ForkServerGone(f"the fork server could not set the run up: {result.stderr.strip()[-2000:]}")
         return result
 
     def _host_pid(self, ns_pid: int) -> int:
@@ -167,36 +169,47 @@ class ForkServer:
 
 
 class _Forked:
-    """What sandbox._supervise needs of a Popen, for a run the zygote forked: its pipes, and its exit status,
-    which the zygote's per-run waiter writes to the status pipe ("pid N", then "exit N")."""
+    """What sandbox._supervise needs of a Popen, for a run the zygote forked: its pipes, and its exit status.
+    The status pipe carries "pid N" (the run's pid as the zygote sees it) and "exit N" from the zygote's
+    per-run waiter, and "ok" from the run itself once it is set up, just before it closes its end."""
 
     def __init__(self, out_r: int, err_r: int, status_r: int):
         self.stdout, self.stderr = os.fdopen(out_r, "rb", buffering=0), os.fdopen(err_r, "rb", buffering=0)
-        self._status, self._buf, self.pid, self.returncode = status_r, b"", 0, None
+        self._status, self._buf, self._seen, self._eof = status_r, b"", {}, False
+        self.pid, self.returncode = 0, None
+
+    @property
+    def set_up(self) -> bool:
+        return "ok" in self._seen
+
+    def _read(self) -> None:
+        try:
+            chunk = os.read(self._status, 256)
+        except BlockingIOError:
+            return
+        self._eof = not chunk
+        self._buf += chunk
+        *lines, self._buf = self._buf.split(b"\n")
+        for line in lines:
+            key, _, value = line.decode("ascii", "replace").partition(" ")
+            self._seen.setdefault(key, value)
 
     def read_pid(self) -> int | None:
-        """The run's pid as the zygote sees it, once it has forked (None: it did not, in a minute)."""
-        while b"\n" not in self._buf:
+        """The run's pid as the zygote sees it, once it has forked (None: it did not, within a minute)."""
+        while "pid" not in self._seen and not self._eof:
             if not select.select([self._status], [], [], 60)[0]:
                 return None
-            chunk = os.read(self._status, 64)
-            if not chunk:
-                return None
-            self._buf += chunk
-        line, self._buf = self._buf.split(b"\n", 1)
+            self._read()
         os.set_blocking(self._status, False)
-        return int(line.split()[1]) if line.startswith(b"pid ") else None
+        return int(self._seen["pid"]) if "pid" in self._seen else None
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            try:
-                chunk = os.read(self._status, 64)
-                self._buf += chunk
-            except BlockingIOError:
-                chunk = None
-            if self._buf.startswith(b"exit ") and self._buf.endswith(b"\n"):
-                self.returncode = int(self._buf.split()[1])
-            elif chunk == b"":  # the waiter died without a word (it was killed): as bwrap reports a SIGKILL
+            if "exit" not in self._seen and not self._eof:
+                self._read()
+            if "exit" in self._seen:
+                self.returncode = int(self._seen["exit"])
+            elif self._eof:  # the waiter died without a word (it was killed): as bwrap reports a SIGKILL
                 self.returncode = 137
         return self.returncode
 

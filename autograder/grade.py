@@ -54,9 +54,9 @@ class Options:
 
 
 def sandbox_threads(jobs: int) -> int:
-    """Torch threads per sandbox. One core is left for the next sandbox's warm-up and the judge: torch's
-    threads slow down many times over the moment anything else wants one of their cores, and one thread
-    trains the lecture's small network nearly as fast as two (bench/README.md)."""
+    """Torch threads per sandbox. One core is left for the judge (and, without a fork server, the next
+    sandbox's warm-up): torch's threads slow down many times over the moment anything else wants one of
+    their cores, and one thread trains the lecture's small network nearly as fast as two (bench/README.md)."""
     return max(1, ((os.cpu_count() or 1) - 1) // max(jobs, 1))
 
 

@@ -16,9 +16,9 @@ while the submission's process, before any student code:
 
 3. takes a session, mount, network and IPC namespace of its own: fresh tmpfs at /scratch, /tmp and
    /dev/shm (no file survives from one student to the next), its own /proc, no network at all;
-4. keeps only its four descriptors (never the request socket: that would let student code ask the zygote,
-   which is root, for anything), sets the rlimits, and switches to its own unused uid, which drops every
-   capability (RLIMIT_NPROC counts that uid's tasks only);
+4. sets the rlimits, switches to its own unused uid, which drops every capability (RLIMIT_NPROC counts that
+   uid's tasks only), says "ok" on the status pipe and keeps only its four descriptors (never the request
+   socket: that would let student code ask the zygote, which is root, for anything; nor the status pipe);
 5. runs harness.run_submission() on the plan: the same code and data as a sandbox of its own would run.
 
 Only the standard library and the harness are used here; nothing here judges anything.
@@ -26,6 +26,7 @@ Only the standard library and the harness are used here; nothing here judges any
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import json
@@ -92,8 +93,9 @@ def _waiter(fds: list[int], request: dict, config: dict, plan: dict, torch, data
     if pid == 0:
         try:
             _submission(fds, request, config, plan, torch, data)
-        except BaseException as exc:  # noqa: BLE001 - whatever failed here is ours, and must say so
-            os.write(fds[1], f"sandbox: the fork server could not start the run: {exc!r}\n".encode())
+        except BaseException as exc:  # noqa: BLE001 - whatever failed before "ok" is ours, and must say so
+            with contextlib.suppress(OSError):
+                os.write(fds[1], f"sandbox: the fork server could not start the run: {exc!r}\n".encode())
         os._exit(125)
     for fd in fds[:3]:
         os.close(fd)
@@ -121,7 +123,6 @@ def _submission(fds: list[int], request: dict, config: dict, plan: dict, torch, 
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (os.open("/dev/null", os.O_RDONLY), *fds[:3])]
     for target, fd in enumerate(high):
         os.dup2(fd, target)
-    os.closerange(harness.CHANNEL + 1, 1 << 16)  # the request socket and the status pipe among them
     for name, value in request["rlimits"].items():
         resource.setrlimit(getattr(resource, name), (value, value))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # too big a write is EFBIG, as in a sandbox of its own
@@ -130,6 +131,10 @@ def _submission(fds: list[int], request: dict, config: dict, plan: dict, torch, 
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)  # from here on: no capability left
     os.chdir("/scratch")
+    # Set up: from here on, whatever goes wrong is the submission's. (Before this line the grader treats a
+    # failed run as the fork server's and runs the submission again in a sandbox of its own.)
+    os.write(fds[3], b"ok\n")
+    os.closerange(harness.CHANNEL + 1, 1 << 16)  # the status pipe among them
     torch.set_num_threads(plan["threads"])
     sys.modules["__main__"] = harness  # as in a sandbox of its own, where the harness is the main module
     emit = harness.open_channel()
