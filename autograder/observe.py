@@ -14,7 +14,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import mnist
@@ -188,7 +188,10 @@ def _sandbox_env(settings: RunSettings) -> dict[str, str]:
 
 def start_fork_server(assignment: Assignment, settings: RunSettings, data: DataDir) -> ForkServer:
     """A warmed-up sandbox that forks each run of this batch (forkserver.py). Raises ForkServerGone."""
-    warm_plan = plan_for(assignment, [], {}, settings, data)
+    # One torch thread while warming up, whatever the runs will use: OpenMP's thread pool does not survive
+    # fork(), and a pool the zygote started would deadlock every forked run in its first parallel operation.
+    # Each run sets its own thread count and starts its own pool (zygote.py).
+    warm_plan = plan_for(assignment, [], {}, replace(settings, threads=1), data)
     return ForkServer(warm_plan, mounts=[Mount(data.path, "/sandbox/data")], limits=assignment.limits,
                       env=_sandbox_env(settings))
 

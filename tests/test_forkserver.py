@@ -117,3 +117,21 @@ def test_a_dead_fork_server_costs_nobody_a_grade(assignment, mnist_dir, monkeypa
         assert g.judge(*result).parts == dict(assignment.points)
     finally:
         g.close()
+
+
+def test_runs_with_several_torch_threads_do_not_hang(grader):
+    """OpenMP's thread pool does not survive fork(): a zygote that warmed up with two threads would leave
+    every forked run deadlocked in its first parallel operation (seen on this machine). The zygote warms up
+    with one thread; each run starts its own pool."""
+    settings = replace(grader.settings, threads=2)
+    server = observe.start_fork_server(grader.assignment, settings, grader.data)
+    try:
+        plan = observe.plan_for(grader.assignment, [Cell("setup", "import torch\nx = torch.randn(1500, 1500)\n"
+                                                             "for _ in range(3):\n    x = torch.tanh(x @ x)\n"
+                                                             "assert torch.get_num_threads() == 2\n")],
+                                grader.probes.SHAPE_PROBES, settings, grader.data)
+        run, obs = observe.run(plan, limits=replace(grader.assignment.limits, wall_seconds=60), data=grader.data,
+                               settings=settings, server=server)
+    finally:
+        server.close()
+    assert run.killed_for is None and obs.all("cell")[0]["ok"], (run.killed_for, obs.all("cell"))
