@@ -31,10 +31,11 @@ def _grade(args) -> int:
     from . import gradebook, grade, report, submissions
 
     assignment = config.find(args.assignment)
+    options = grade.Options(device=grade.resolve_device(args.device), jobs=args.jobs, force=args.force,
+                            require_sandbox=args.require_sandbox, fork_server=args.fork_server,
+                            threads=args.threads)
     subs = submissions.collect(Path(args.submissions), assignment=assignment.name)
     out = Path(args.out or Path("out") / assignment.name)
-    options = grade.Options(device=grade.resolve_device(args.device), jobs=args.jobs, force=args.force,
-                            require_sandbox=args.require_sandbox, fork_server=args.fork_server)
     ids = {s.student_id for s in subs}
     results = [r for r in grade.grade(assignment, subs, out, options, progress=grade.Progress())
                if r.student_id in ids]
@@ -68,7 +69,7 @@ def _calibrate(args) -> int:
     from . import calibrate, grade
 
     assignment = config.find(args.assignment)
-    options = grade.Options(device=grade.resolve_device(args.device), jobs=args.jobs)
+    options = grade.Options(device=grade.resolve_device(args.device), jobs=args.jobs, threads=args.threads)
 
     def progress(seed, accuracy):
         print(f"seed offset {seed}: test accuracy {accuracy:.4f}", flush=True)
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("submissions", help="a folder of <student>.ipynb, nbgrader's submitted/ tree, or a .zip of either")
     p.add_argument("--assignment", default="cnn_mnist", help="assignment folder name (default: cnn_mnist)")
     _run_options(p)
-    p.add_argument("--jobs", type=int, default=0, help="sandboxes at once (default: the number of cores)")
+    _pool_options(p)
     p.add_argument("--out", help="output folder (default: out/<assignment>)")
     p.add_argument("--db", help="nbgrader gradebook URL (default: sqlite:///<out>/gradebook.db)")
     p.add_argument("--force", action="store_true", help="grade again students already graded in --out")
@@ -111,9 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--assignment", default="cnn_mnist", help="assignment folder name (default: cnn_mnist)")
     p.add_argument("--seeds", type=int, default=20, help="how many seeds (default: 20)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="(default: auto)")
-    p.add_argument("--jobs", type=int, default=0, help="sandboxes at once (default: the number of cores)")
+    _pool_options(p)
     p.set_defaults(func=_calibrate)
     return parser
+
+
+def _pool_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--jobs", type=int, default=0, help="sandboxes at once (default: the number of cores)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads per sandbox (default: (cores - 1) / jobs, at least 1; at most the cores. "
+                        "The trained weights depend on it to the last bit)")
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:

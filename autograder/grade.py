@@ -47,6 +47,14 @@ class Options:
     force: bool = False
     require_sandbox: bool = False
     fork_server: bool = True  # where it can (forkserver.usable): one warm-up per batch, not per submission
+    threads: int = 0  # torch threads per sandbox; 0: sandbox_threads decides
+
+    def __post_init__(self):
+        if self.jobs < 0 or self.threads < 0:
+            raise ValueError("--jobs and --threads take a positive number, or 0 for the default")
+        if self.threads > (os.cpu_count() or 1):
+            raise ValueError(f"--threads {self.threads} is more than this machine's {os.cpu_count()} cores: "
+                             "more threads than cores only slow training down")
 
     @property
     def workers(self) -> int:
@@ -54,9 +62,10 @@ class Options:
 
 
 def sandbox_threads(jobs: int) -> int:
-    """Torch threads per sandbox. One core is left for the judge (and, without a fork server, the next
-    sandbox's warm-up): torch's threads slow down many times over the moment anything else wants one of
-    their cores, and one thread trains the lecture's small network nearly as fast as two (bench/README.md)."""
+    """Torch threads per sandbox, unless --threads says otherwise. One core is left for the judge and, without
+    a fork server, for the next sandbox's warm-up: torch's threads stall whenever anything else takes one of
+    their cores. Two threads do train a --jobs 1 batch faster here when nothing else runs (README, "Speed":
+    --threads 2); the trained weights depend on the count to the last bit, so a batch keeps one count."""
     return max(1, ((os.cpu_count() or 1) - 1) // max(jobs, 1))
 
 
@@ -88,7 +97,8 @@ class Grader:
         self._server = None  # the batch's fork server, started with the first run that can use it
         self._server_off = not (options.fork_server and forkserver.usable(options.device))
         # On a GPU, the running sandboxes and the one warming up share its memory evenly.
-        self.settings = RunSettings(device=options.device, threads=sandbox_threads(options.workers),
+        self.settings = RunSettings(device=options.device,
+                                    threads=options.threads or sandbox_threads(options.workers),
                                     gpu_memory_fraction=round(0.95 / (options.workers + 1), 3),
                                     require_sandbox=options.require_sandbox)
 

@@ -113,10 +113,12 @@ class Context:
         return None if out is None else (out.argmax(1) == labels.to(out.device)).float().mean().item()
 
     def holdout_loss(self, state: dict) -> float | None:
-        out = self._outputs(state, self.data.holdout_images)
+        """Mean loss on the same held-out images as `holdout_accuracy`: one forward pass serves both, and
+        2,500 images tell a falling loss (2.3 before training, about 0.2 after) as well as 10,000 would."""
+        out = self._outputs(state, self.data.eval_images)
         if out is None:
             return None
-        loss = torch.nn.functional.nll_loss(out, self.data.holdout_labels.to(out.device)).item()
+        loss = torch.nn.functional.nll_loss(out, self.data.eval_labels.to(out.device)).item()
         return loss if math.isfinite(loss) else float("inf")
 
 
@@ -126,9 +128,7 @@ class TrustedData:
 
     test_images: torch.Tensor  # normalised N x 1 x 28 x 28, on the grading device
     test_labels: torch.Tensor
-    holdout_images: torch.Tensor  # the training images kept out of training, for the loss before and after
-    holdout_labels: torch.Tensor
-    eval_images: torch.Tensor  # the first of those, which the student's evaluate() gets
+    eval_images: torch.Tensor  # the first training images kept out of training, which evaluate() gets
     eval_labels: torch.Tensor
 
     @classmethod
@@ -141,10 +141,10 @@ class TrustedData:
         def images(raw):
             return mnist.normalize(raw).to(device).contiguous(memory_format=torch.channels_last)
 
-        held_images = images(train.images[len(train.images) - holdout:])
-        held_labels = train.labels[len(train.labels) - holdout:].long().to(device)
-        return cls(images(test.images), test.labels.long().to(device), held_images, held_labels,
-                   held_images[:EVAL_IMAGES], held_labels[:EVAL_IMAGES])
+        start = len(train.images) - holdout  # the harness holds out the same images (harness.Probes.training)
+        return cls(images(test.images), test.labels.long().to(device),
+                   images(train.images[start:start + EVAL_IMAGES]),
+                   train.labels[start:start + EVAL_IMAGES].long().to(device))
 
 
 def _digest(state: dict) -> str:

@@ -366,11 +366,13 @@ def nbgrader_batch(course: Path, students: list[str], tmp: Path, rnd: int) -> di
     return {"wall": wall, "full": full, "n": len(students), "gaps": gaps}
 
 
-def kit_round(course: Path, students: list[str], tmp: Path, rnd: int, jobs: int, fork_server: bool = True) -> dict:
-    name = f"r{rnd}-jobs{jobs}" + ("" if fork_server else "-own")
+def kit_round(course: Path, students: list[str], tmp: Path, rnd: int, jobs: int, fork_server: bool = True,
+              threads: int = 0) -> dict:
+    flags = ([] if fork_server else ["--no-fork-server"]) + ([f"--threads={threads}"] if threads else [])
+    name = f"r{rnd}-jobs{jobs}" + ("" if fork_server else "-own") + (f"-threads{threads}" if threads else "")
     out = tmp / "kit" / name
     argv = [str(BIN / "autograder"), "grade", str(course / "submitted"), "--out", str(out), "--force",
-            "--jobs", str(jobs)] + ([] if fork_server else ["--no-fork-server"])
+            "--jobs", str(jobs), *flags]
     wall = run_logged(argv, cwd=REPO, logfile=tmp / "logs" / f"kit-{name}.log")
     per_sub, bad = {}, []
     # Steady state: from the end of the first wave (the jobs-th saved result: those paid the grader's start)
@@ -385,7 +387,7 @@ def kit_round(course: Path, students: list[str], tmp: Path, rnd: int, jobs: int,
         total, most = sum(result["parts"].values()), sum(result["max_parts"].values())
         if result["status"] != "graded" or total != most:
             bad.append(f"{sid}: {result['status']} {total:g}/{most:g}")
-    log(f"  autograder grade --jobs {jobs}{'' if fork_server else ' --no-fork-server'}: batch {wall:.1f} s, "
+    log(f"  autograder grade --jobs {jobs} {' '.join(flags)}: batch {wall:.1f} s, "
         f"per-submission seconds "
         f"{', '.join(f'{s:.1f}' for s in per_sub.values())}" + (f"; NOT FULL MARKS: {bad}" if bad else ""))
     return {"jobs": jobs, "wall": wall, "per_sub": per_sub, "bad": bad, "argv": argv, "gaps": gaps}
@@ -536,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         log(f"building the nbgrader-only course and {args.n} submissions")
         course, students, dropped = build_course(tmp, assignment, args.n)
-        nb_rows, nb_batches, kit_runs, own_runs = [], [], {1: [], 2: []}, {1: [], 2: []}
+        nb_rows, nb_batches, kit_runs, own_runs, all_core_runs = [], [], {1: [], 2: []}, {1: [], 2: []}, []
         for rnd in range(1, args.rounds + 1):
             log(f"round {rnd}/{args.rounds}: nbgrader autograde, one student at a time")
             nb_rows += nbgrader_round(course, students, tmp, rnd, args.wait_quiet)
@@ -551,6 +553,12 @@ def main(argv: list[str] | None = None) -> int:
                 METER.start()
                 kit_runs[jobs].append(kit_round(course, students, tmp, rnd, jobs))
                 log(f"  other processes used {METER.stop(f'r{rnd} kit --jobs {jobs}'):.2f} cores on average meanwhile")
+            if cores > 1:  # --jobs 1 training with every core (--threads): what the core left idle would give
+                log(f"round {rnd}/{args.rounds}: autograder grade --jobs 1 --threads {cores}")
+                METER.wait_quiet(args.wait_quiet)
+                METER.start()
+                all_core_runs.append(kit_round(course, students, tmp, rnd, 1, threads=cores))
+                METER.stop(f"r{rnd} kit --jobs 1 --threads {cores}")
             for jobs in (1, 2):  # the baseline: a sandbox of its own per submission, as before the fork server
                 log(f"round {rnd}/{args.rounds}: autograder grade --jobs {jobs} --no-fork-server")
                 METER.wait_quiet(args.wait_quiet)
@@ -595,7 +603,8 @@ def main(argv: list[str] | None = None) -> int:
     k1_per, k2_per = k1_wall / len(k1), k2_wall / len(k2)  # batch wall / N, start and reports included
     k1_steady = statistics.median(g for run in kit_runs[1] for g in run["gaps"]) if args.n > 1 else k1_per
     k2_steady = statistics.median(g for run in kit_runs[2] for g in run["gaps"]) if args.n > 2 else k2_per
-    kit_bad = [b for runs in (*kit_runs.values(), *own_runs.values()) for run in runs for b in run["bad"]]
+    kit_bad = [b for runs in (*kit_runs.values(), *own_runs.values(), all_core_runs) for run in runs
+               for b in run["bad"]]
     own_steady = {jobs: statistics.median(g for run in runs for g in run["gaps"]) if args.n > jobs else
                   sum(r["wall"] for r in runs) / (args.n * len(runs)) for jobs, runs in own_runs.items()}
     nb_steady = statistics.median(g for b in nb_batches for g in b["gaps"]) if args.n > 1 else nb_batch
@@ -624,7 +633,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"software    : python {platform.python_version()}, torch {torch.__version__} "
           f"(default threads {default_threads}), nbgrader {nbgrader.__version__}")
     print(f"submissions : {args.n} x {args.rounds} round(s) (answer-key-filled release of the nbgrader course); "
-          f"order per round: nbgrader, kit --jobs 1, kit --jobs 2, both again with --no-fork-server")
+          f"order per round: nbgrader, kit --jobs 1, kit --jobs 2, kit --jobs 1 --threads {cores}, "
+          f"--jobs 1 and 2 again with --no-fork-server")
     t = assignment.training
     print(f"budget      : {t.epochs} epoch(s), {60_000 - t.holdout} training images, batch {t.batch_size}, "
           f"{t.optimizer} lr={t.lr} momentum={t.momentum}, seed {t.seed}; threshold {assignment.accuracy.threshold}")
@@ -650,8 +660,15 @@ def main(argv: list[str] | None = None) -> int:
     row("  steady state: 2nd to last saved result / (N - 2) (s)", f"{k2_steady:.2f}")
     row("kit --jobs 1 --no-fork-server (a sandbox per submission): steady state (s)", f"{own_steady[1]:.2f}")
     row("kit --jobs 2 --no-fork-server: steady state (s)", f"{own_steady[2]:.2f}")
-    n_kit = len(k1) + len(k2) + sum(len(run["per_sub"]) for runs in own_runs.values() for run in runs)
-    row("  full marks (kit, all four ways)", f"{n_kit - len(kit_bad)}/{n_kit}")
+    if all_core_runs:
+        all_steady = statistics.median(g for run in all_core_runs for g in run["gaps"]) if args.n > 1 else \
+            sum(r["wall"] for r in all_core_runs) / (args.n * len(all_core_runs))
+        row(f"kit --jobs 1 --threads {cores} (every core trains): steady state (s)", f"{all_steady:.2f}")
+        row("  speed-up over nbgrader / scaling of --jobs 2 over it",
+            f"{nb_steady / all_steady:.2f}x / {all_steady / k2_steady:.2f}x")
+    n_kit = len(k1) + len(k2) + sum(len(run["per_sub"]) for runs in (*own_runs.values(), all_core_runs)
+                                    for run in runs)
+    row("  full marks (kit, every way)", f"{n_kit - len(kit_bad)}/{n_kit}")
     row("  the fork server's gain, --jobs 1 / --jobs 2 (steady state, --no-fork-server / default)",
         f"{own_steady[1] / k1_steady:.2f}x / {own_steady[2] / k2_steady:.2f}x")
     row("speed-up: nbgrader / kit --jobs 1, steady state per submission", f"{speedup:.2f}x",

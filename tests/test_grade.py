@@ -139,3 +139,27 @@ def test_near_the_threshold_a_second_seed_is_tried(tmp_path, mnist_dir, assignme
     assert run.returncode == 0, run.stderr
     assert "trained again with another seed" in run.stdout
     assert "below 0.99" in run.stdout  # still short of this threshold: partial credit, with the reason
+
+
+def test_torch_threads_per_sandbox(assignment, mnist_dir, monkeypatch, tmp_path):
+    from autograder.grade import Grader, Options
+
+    monkeypatch.setenv("MNIST_DIR", str(mnist_dir))
+    cores = os.cpu_count() or 1
+
+    def threads(**options):
+        grader = Grader(assignment, Options(device="cpu", **options))
+        try:
+            return grader.settings.threads
+        finally:
+            grader.close()
+
+    # One core is left for the judge (and the next sandbox's warm-up where there is no fork server).
+    assert threads(jobs=1) == threads(jobs=1, fork_server=False) == max(1, cores - 1)
+    assert threads(jobs=cores + 1) == 1
+    assert threads(jobs=cores, threads=cores) == cores
+    run = autograder("grade", str(tmp_path), "--threads", "-1", env={**os.environ, "MNIST_DIR": str(mnist_dir)})
+    assert run.returncode == 2 and "--threads" in run.stderr, run.stderr
+    run = autograder("grade", str(tmp_path), "--threads", str(cores + 1), env={**os.environ,
+                                                                                "MNIST_DIR": str(mnist_dir)})
+    assert run.returncode == 2 and "cores" in run.stderr, run.stderr

@@ -16,7 +16,7 @@ def test_a_batch_computes_each_set_of_weights_once(assignment, monkeypatch):
     g = torch.Generator().manual_seed(0)
     images = torch.randn(300, 1, 28, 28, generator=g).contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (300,), generator=g)
-    data = judge.TrustedData(images, labels, images, labels, images[:100], labels[:100])
+    data = judge.TrustedData(images, labels, images[:100], labels[:100])
     ref = reference.load(assignment)
     torch.manual_seed(0)
     first = ref.Net().state_dict()
@@ -33,7 +33,9 @@ def test_a_batch_computes_each_set_of_weights_once(assignment, monkeypatch):
     assert len(calls) == 1
     other = bob.holdout_loss(second)
     assert len(calls) == 2 and other != loss
-    assert alice.holdout_accuracy(second) == bob.holdout_accuracy(second)  # other images: one more pass
+    assert alice.holdout_accuracy(second) == bob.holdout_accuracy(second)  # same weights and images as the loss
+    assert len(calls) == 2
+    alice.test_accuracy(second)  # the test images: a pass of their own
     assert len(calls) == 3
     # the values are those of a fresh context, and the shared store stays bounded
     assert context(assignment, data, {}).holdout_loss(second) == other
