@@ -54,7 +54,20 @@ def prepare(plan: dict):
     # (The public torch.use_deterministic_algorithms also imports Inductor's config, 1.3 s here, only to set
     # the same flag for torch.compile; the sandbox's TORCHINDUCTOR_DETERMINISTIC=1 does that if it is used.)
     torch._C._set_deterministic_algorithms(True, warn_only=True)
+    if plan["device"] == "cpu":
+        use_small_conv_kernels(torch)
     return torch, warm_up(torch, plan)
+
+
+def use_small_conv_kernels(torch) -> None:
+    """Convolve on the CPU with torch's own kernels (im2col and one matrix product) instead of oneDNN's and
+    NNPACK's. Training only ever runs the lecture's network (Probes.trainable_net), whose convolutions have 2
+    and 3 channels: oneDNN pads channels to a block of 16 and reorders every activation twice a step, so its
+    training step takes about twice as long (bench/grade_vs_nbgrader.py prints the floor both ways). Both
+    are deterministic. A student's code may switch them back on; that only slows its own run. Wider
+    networks (32 channels and up) are faster with oneDNN: the grader's own forward passes (judge.py) keep it."""
+    torch.backends.mkldnn.enabled = False
+    torch.backends.nnpack.set_flags(False)
 
 
 def run_submission(torch, plan: dict, emit: Emitter, data) -> None:
@@ -85,7 +98,7 @@ TRUSTED = {}  # library functions as they were before the student's code ran
 
 def warm_up(torch, plan: dict):
     """Before the student's turn, the work every run needs and no student code can influence: torch's lazy
-    imports (the first optimizer imports torch._dynamo, 1.5 s here), the oneDNN kernels of a training step,
+    imports (the first optimizer imports torch._dynamo, 1.5 s here), the kernels of a training step,
     and the training data, normalised, on the grading device."""
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9).step()
     from safetensors.torch import save  # noqa: F401 - imported for state_b64, later

@@ -173,9 +173,10 @@ def plan_for(assignment: Assignment, cells: list[Cell], probes: dict, settings: 
 
 
 # glibc gives freed memory back to the system as soon as 128 KiB lie free at the top of the heap, and serves
-# blocks from 128 KiB up with mmap. A training step allocates and frees a few such blocks (oneDNN's convolution
+# blocks from 128 KiB up with mmap. A training step allocates and frees a few such blocks (the convolutions'
 # buffers): with the defaults every step page-faults them back in, zeroed by the kernel, ~1,200 faults per
-# batch here, about a third of the epoch (bench/epoch_in_sandbox.py shows it). Keeping up to 256 MiB free
+# batch here with oneDNN's kernels, about a third of the epoch, ~200 and a sixth with torch's own
+# (bench/epoch_in_sandbox.py shows it). Keeping up to 256 MiB free
 # and serving blocks up to 32 MiB from the heap removes the faults; the arithmetic is untouched.
 MALLOC_TUNABLES = "glibc.malloc.trim_threshold=268435456:glibc.malloc.mmap_threshold=33554432"
 

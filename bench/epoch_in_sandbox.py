@@ -5,8 +5,10 @@
 2. the same harness through the sandbox module's fallback (same shim, nice value, environment and limits;
    no namespaces),
 3. the floor: the lecture's Net, the answer key's loop, the same data and batches, in a plain Python
-   process of its own, once with the allocator settings the sandbox gets (observe.MALLOC_TUNABLES) and once
-   with glibc's defaults, to show what those settings are worth;
+   process of its own, with the convolution kernels the sandbox uses (harness.use_small_conv_kernels), once
+   with the allocator settings the sandbox gets (observe.MALLOC_TUNABLES) and once with glibc's defaults, to
+   show what those settings are worth, and once with torch's default kernels (oneDNN), as an ordinary loop
+   runs, to show what the kernel choice is worth;
 4. as many floors as there are cores, training at the same moment: how much slower each epoch gets when
    the cores are all busy, which caps what --jobs can gain on this machine, whatever the grader does.
 
@@ -31,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 CORES = os.cpu_count() or 1
 sys.path.insert(0, str(REPO))
 
-from autograder import config, forkserver, mnist, observe, reference, sandbox  # noqa: E402
+from autograder import config, forkserver, harness, mnist, observe, reference, sandbox  # noqa: E402
 from autograder.sanitize import sanitize  # noqa: E402
 
 
@@ -55,7 +57,7 @@ def harness_epoch(assignment, clean, probes, data, threads: int, bwrap: bool, se
     return obs.first("training")["seconds"]
 
 
-def floor_epoch(assignment, threads: int, ready=None) -> tuple[float, float]:
+def floor_epoch(assignment, threads: int, ready=None, default_kernels: bool = False) -> tuple[float, float]:
     """Seconds of the epoch, and minor page faults per batch while it ran. `ready` is called when all is set
     up and the epoch is about to start (floors_at_once starts several epochs together)."""
     import resource
@@ -63,6 +65,8 @@ def floor_epoch(assignment, threads: int, ready=None) -> tuple[float, float]:
     import torch
 
     torch.set_num_threads(threads)
+    if not default_kernels:
+        harness.use_small_conv_kernels(torch)
     t = assignment.training
     ref = reference.load(assignment)
     train = mnist.load_split("train")
@@ -84,15 +88,17 @@ def floor_epoch(assignment, threads: int, ready=None) -> tuple[float, float]:
 FAULTS = {True: [], False: []}  # minor page faults per batch in the floor, by allocator settings (tuned or not)
 
 
-def floor_in_child(threads: int, tuned: bool) -> float:
+def floor_in_child(threads: int, tuned: bool, default_kernels: bool = False) -> float:
     """The floor in a fresh process: glibc reads GLIBC_TUNABLES only when a process starts."""
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
     if tuned:
         env["GLIBC_TUNABLES"] = observe.MALLOC_TUNABLES
-    out = subprocess.run([sys.executable, __file__, "--floor-child", "--threads", str(threads)], env=env,
+    argv = [sys.executable, __file__, "--floor-child", "--threads", str(threads)]
+    out = subprocess.run(argv + ["--default-kernels"] * default_kernels, env=env,
                          capture_output=True, text=True, check=True).stdout
     seconds, faults = map(float, out.split()[-2:])
-    FAULTS[tuned].append(faults)
+    if not default_kernels:
+        FAULTS[tuned].append(faults)
     return seconds
 
 
@@ -129,9 +135,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--floor-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--wait-go", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--default-kernels", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.floor_child:
-        print(*floor_epoch(config.find("cnn_mnist"), args.threads, _wait_for_go if args.wait_go else None))
+        print(*floor_epoch(config.find("cnn_mnist"), args.threads, _wait_for_go if args.wait_go else None,
+                           args.default_kernels))
         return 0
     assignment = config.find("cnn_mnist")
     clean = sanitize((REPO / "solutions" / "cnn_mnist" / "cnn_mnist.ipynb").read_bytes(), assignment)
@@ -146,6 +154,7 @@ def main() -> int:
             "harness, fallback": lambda: harness_epoch(assignment, clean, probes, data, args.threads, False),
             "floor": lambda: floor_in_child(args.threads, tuned=True),
             "floor, glibc malloc": lambda: floor_in_child(args.threads, tuned=False),
+            "floor, oneDNN": lambda: floor_in_child(args.threads, tuned=True, default_kernels=True),
             f"{CORES} floors at once": lambda: floors_at_once(CORES, args.threads)}
     seconds = {name: [] for name in ways}
     try:

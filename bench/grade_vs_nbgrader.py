@@ -15,7 +15,8 @@ Run by hand; it prints figures and is not a test. In one run it
 3. runs one submission through autograder.observe directly (per-cell, training and peak-memory figures),
    times a bare sandbox with `import torch` and the hidden checks (judge) in this process; then, alternating
    round by round (bench/epoch_in_sandbox.py), the training epoch inside a sandbox and the floor: the same
-   lecture Net, batch size, optimizer and resident normalised tensors trained in a plain process;
+   lecture Net, batch size, optimizer, convolution kernels and resident normalised tensors trained in a plain
+   process (and that floor again with torch's default kernels, oneDNN, as an ordinary loop runs);
 4. prints a table with the targets and PASS/MISS.
 
 Usage:  MNIST_DIR=/path/to/mnist .venv/bin/python bench/grade_vs_nbgrader.py [--n 6] [--rounds 1] [--keep]
@@ -458,8 +459,9 @@ def direct_observe(assignment, notebook: bytes) -> dict:
 def epoch_vs_floor(assignment, threads: list[int], cores: int, rounds: int) -> dict:
     """Median epoch seconds, alternating round by round (on a machine whose speed drifts, figures taken
     minutes apart do not compare): the harness in a bwrap sandbox as grading runs it, the floor (the answer
-    key's Net and loop on resident batches in a plain process) with the sandbox's allocator settings and with
-    glibc's defaults, the floor with all cores for comparison, and one-thread floors on every core at once
+    key's Net and loop on resident batches in a plain process, with the sandbox's convolution kernels) with
+    the sandbox's allocator settings and with glibc's defaults, with torch's default kernels (oneDNN) as an
+    ordinary loop runs, the floor with all cores for comparison, and one-thread floors on every core at once
     (what parallel epochs get from this machine). See bench/epoch_in_sandbox.py."""
     import epoch_in_sandbox as eis
     from autograder import forkserver, observe, sandbox
@@ -476,6 +478,7 @@ def epoch_vs_floor(assignment, threads: list[int], cores: int, rounds: int) -> d
                                                                servers.get(th))
         ways[("floor", th)] = lambda th=th: eis.floor_in_child(th, tuned=True)
         ways[("floor, glibc malloc", th)] = lambda th=th: eis.floor_in_child(th, tuned=False)
+        ways[("floor, oneDNN", th)] = lambda th=th: eis.floor_in_child(th, tuned=True, default_kernels=True)
     if cores not in threads:
         ways[("floor", cores)] = lambda: eis.floor_in_child(cores, tuned=True)
     if cores > 1 and 1 in threads:
@@ -711,6 +714,9 @@ def main(argv: list[str] | None = None) -> int:
         row(f"  {th} thread(s): grader / floor (s)", f"{grader_s:.2f} / {floor_s:.2f}",
             f"{grader_s / floor_s:.2f}x <= {TARGET_EPOCH:g}x", grader_s / floor_s <= TARGET_EPOCH)
         row("    the floor with glibc's default allocator settings (s)", f"{epochs[('floor, glibc malloc', th)]:.2f}")
+        onednn = epochs[("floor, oneDNN", th)]
+        row("    the floor with torch's default conv kernels, oneDNN (s)", f"{onednn:.2f}",
+            f"the sandbox's kernels: {onednn / floor_s:.2f}x faster")
     if ("floor", cores) in epochs and cores not in (threads_j1, threads_j2):
         row(f"  (for comparison) the floor with {cores} threads (s)", f"{epochs[('floor', cores)]:.2f}")
     if ("floors at once", 1) in epochs and ("floor", 1) in epochs:

@@ -66,6 +66,18 @@ def test_a_forked_run_trains_exactly_as_a_sandbox_of_its_own(grader, server, ass
     assert a.parts == b.parts == dict(assignment.points)
 
 
+def test_training_convolves_with_torch_own_kernels_on_cpu(grader, server):
+    """On the CPU, runs convolve with torch's own kernels, not oneDNN's or NNPACK's (twice as fast for the
+    lecture's 2- and 3-channel layers; harness.use_small_conv_kernels), whether forked or in a sandbox of
+    their own: the student's cells see the flags the training will run with."""
+    source = ("import torch\nassert not torch.backends.mkldnn.enabled, 'oneDNN'\n"
+              "assert not torch._C._get_nnpack_enabled(), 'NNPACK'\n")
+    for via in (server, None):
+        run, obs = run_cells(grader, via, source)
+        cell = obs.all("cell")[0]
+        assert run.killed_for is None and cell["ok"], (via, cell)
+
+
 def test_time_limit(grader, server):
     run, _ = run_cells(grader, server, "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True:\n"
                                        "    pass", wall_seconds=3)
