@@ -23,6 +23,7 @@ import queue
 import sys
 import threading
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout  # not the builtin before Python 3.11
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,11 @@ class HiddenChecksError(RuntimeError):
     """The hidden checks themselves are broken (they do not import, or a check lacks its mark)."""
 
 
+class ChecksTimedOut(RuntimeError):
+    """The checks of one submission ran past their time limit. The session is abandoned (its thread may still
+    be stuck in a check): start a new one for the next submission."""
+
+
 class CheckSession:
     """``with CheckSession(assignment) as checks: checks.run(ctx)``, from any thread, one Context at a time."""
 
@@ -53,6 +59,7 @@ class CheckSession:
         self.assignment = assignment
         self._plugin = _Plugin()
         self._lock = threading.Lock()
+        self._abandoned = False
         self._exit_code = None
         self._thread = threading.Thread(target=self._main, name=f"hidden-checks-{assignment.name}", daemon=True)
         self._thread.start()
@@ -83,17 +90,25 @@ class CheckSession:
             self._plugin.stop_waiting()
             _forget_modules(folder)  # a later session (edited checks) imports them afresh
 
-    def run(self, ctx: Context) -> list[CheckResult]:
-        """Every hidden check on this Context, as points."""
+    def run(self, ctx: Context, timeout: float | None = None) -> list[CheckResult]:
+        """Every hidden check on this Context, as points. ChecksTimedOut after `timeout` seconds: a thread can
+        not be stopped, so this session then takes no more work."""
         with self._lock:
-            if not self._thread.is_alive():
+            if self._abandoned or not self._thread.is_alive():
                 raise HiddenChecksError(f"the hidden-check session of {self.assignment.name} has ended")
             done: Future = Future()
             self._plugin.jobs.put((ctx, done))
-            outcomes = done.result()
+            try:
+                outcomes = done.result(timeout=timeout)
+            except FutureTimeout:
+                self._abandoned = True
+                self._plugin.jobs.put(None)  # once the stuck check returns, the session ends
+                raise ChecksTimedOut(f"the checks took longer than {timeout:g} s") from None
         return score(outcomes, self.assignment)
 
     def close(self) -> None:
+        if self._abandoned:
+            return  # its thread is a daemon, stuck or ending on its own: never wait for it
         self._plugin.jobs.put(None)
         self._thread.join()
 

@@ -62,6 +62,13 @@ class Harness:
 
 
 @dataclass(frozen=True)
+class Judge:
+    """The grading process's own limit per submission: whatever a run sends back, judging it ends in time."""
+
+    seconds: float = 120.0  # the hidden checks and the replay of the loop, together; past it: status "limit"
+
+
+@dataclass(frozen=True)
 class Assignment:
     name: str
     notebook: str  # file name of the source notebook in the assignment folder
@@ -72,6 +79,7 @@ class Assignment:
     accuracy: Accuracy = Accuracy()
     limits: Limits = Limits()
     harness: Harness = Harness()
+    judge: Judge = Judge()
     folder: Path = Path(".")
 
     @property
@@ -182,6 +190,8 @@ def _validate(a: Assignment) -> list[str]:
     for name in ("cell_seconds", "call_seconds", "train_seconds"):
         if getattr(a.harness, name) <= 0:
             problems.append(f"harness.{name} must be positive")
+    if a.judge.seconds <= 0:
+        problems.append("judge.seconds must be positive")
     for name in ("wall_seconds", "memory_mb", "processes", "output_bytes", "scratch_mb"):
         if getattr(a.limits, name) <= 0:
             problems.append(f"limits.{name} must be positive")

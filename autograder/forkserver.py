@@ -6,8 +6,9 @@ On two cores that is what keeps --jobs 2 from scaling (see README, "Speed"). The
 one bubblewrap sandbox runs zygote.py, which does harness.prepare() and then forks a process per submission.
 
 What each submission gets is what a sandbox of its own gives it (zygote.py says how): its own pid, mount,
-network and IPC namespaces, fresh /scratch, /tmp and /dev/shm, its own unused uid with no capability, the same
-rlimits, and the same watchdog here (sandbox._supervise: time, memory and task limits, output caps, the kill
+network and IPC namespaces, fresh /scratch, /tmp and /dev/shm, its own devpts, its own unused uid with no
+capability, the same rlimits, seccomp filter and fresh session keyring, its own memory cgroup (made here and
+handed to the zygote as a descriptor), and the same watchdog here (sandbox._supervise: time, memory and task limits, output caps, the kill
 that takes its whole pid namespace). What it shares with the others is read-only or copy-on-write: the file
 system of the zygote's sandbox and the zygote's memory as it was after the warm-up.
 
@@ -31,7 +32,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import sandbox
+from . import cgroup, sandbox
 from .sandbox import Limits, Mount, RunResult
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class ForkServer:
         try:
             under_tmp = [d for d in sandbox._python_dirs() if d == "/tmp" or d.startswith("/tmp/")]
             held = [(f"{HELD}/{i}", d) for i, d in enumerate(under_tmp)]
-            for name in ("harness.py", "zygote.py"):
+            for name in ("harness.py", "zygote.py", "seccomp.py"):
                 shutil.copy(HERE / name, self._work / name)
             (self._work / "plan.json").write_text(json.dumps({**warm_plan, "zygote": {"held": held}}))
             for p in [self._work, *self._work.iterdir()]:
@@ -88,11 +89,17 @@ class ForkServer:
     def run(self, plan: dict, limits: Limits, data_bytes: int = 64 << 20) -> RunResult:
         """One submission's run, forked from the warmed-up zygote, under the watchdog. Raises ForkServerGone
         when the zygote could not take the run or died during it: then nothing of the run counts."""
+        # The run's own memory cgroup (cgroup.py), entered by the zygote's per-run waiter before it forks.
+        memcg = cgroup.create(limits.memory_mb)
+        prog = sandbox.seccomp_program()
         request = {"uid": sandbox._pick_uid(), "rlimits": sandbox._rlimits(limits, limits.processes + 1),
-                   "scratch_mb": limits.scratch_mb, "memory_mb": limits.memory_mb}
+                   "scratch_mb": limits.scratch_mb, "memory_mb": limits.memory_mb, "cgroup": memcg is not None,
+                   "seccomp": prog.hex() if prog else None}
         pipes = [os.pipe() for _ in range(4)]  # stdout, stderr, the record channel, the status
         ours, theirs = [r for r, _ in pipes], [w for _, w in pipes]
         try:
+            if memcg:
+                theirs.append(memcg.open_procs())
             with tempfile.TemporaryFile() as plan_file, self._lock:
                 plan_file.write(json.dumps(plan).encode())
                 plan_file.seek(0)
@@ -104,6 +111,8 @@ class ForkServer:
         except BaseException:
             for fd in ours:
                 os.close(fd)
+            if memcg:
+                memcg.remove()
             raise
         finally:
             for fd in theirs:  # the zygote has its copies; EOF on ours once the run's processes are gone
@@ -116,10 +125,12 @@ class ForkServer:
                 raise ForkServerGone(f"the fork server did not start the run; {self._stderr_tail()}")
             proc.pid = self._host_pid(ns_pid)
             result = sandbox._supervise(proc, data_r, limits, data_bytes, True, start, None, wrappers=0,
-                                        kill=_kill_namespace)
+                                        kill=_kill_namespace, memcg=memcg)
         finally:
             proc.close()
             os.close(data_r)
+            if memcg:
+                memcg.remove()
         if self._proc.poll() is not None:
             # The zygote died (the kernel's out-of-memory killer picks the biggest process) and its sandbox
             # took every run with it: what this run reported is not the student's doing.

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from . import forkserver, observe, reference
+from . import forkserver, observe, reference, replay
 from .config import Assignment
-from .checks import CheckSession
+from .checks import ChecksTimedOut, CheckSession
 from .judge import Context, TrustedData
 from .observe import DataDir, RunSettings
 from .results import CRASHED, GRADED, LIMIT, Message, ResultStore, SubmissionResult, invalid
@@ -183,19 +183,37 @@ class Grader:
                 "採点用の記録が提出物のコードによって書き換えられたため、この実行は採点できません。",
                 "the grader's records were written to by the submission's code, so nothing of this run counts."),
                 points, source=sub.source)
+        limit = self.assignment.judge.seconds
         ctx = Context(assignment=self.assignment, sanitized=clean, run=run, obs=obs, reference=self.reference,
                       data=self.trusted, device=self.device, probes=self.probes.PROBES,
-                      seed=self.assignment.training.seed + self.settings.seed_offset, outputs=self._outputs)
-        checks = self.checks.run(ctx)
-        notes = list(clean.problems)
-        if self._near_threshold(ctx):
-            checks, note = self._second_seed(ctx, clean, checks)
-            notes.append(note)
+                      seed=self.assignment.training.seed + self.settings.seed_offset, outputs=self._outputs,
+                      deadline=time.monotonic() + limit)
+        try:
+            checks = self._checked(ctx)
+            notes = list(clean.problems)
+            if self._near_threshold(ctx):
+                checks, note = self._second_seed(ctx, clean, checks)
+                notes.append(note)
+        except ChecksTimedOut:
+            log.warning("%s: the hidden checks ran past the judge's %g s; a fresh check session takes over",
+                        sub.student_id, limit)
+            return SubmissionResult(student_id=sub.student_id, status=LIMIT, reason=judge_limit(limit),
+                                    parts={p: 0.0 for p in points}, max_parts=dict(points),
+                                    seconds=round(seconds, 2), source=sub.source)
         parts = {p: 0.0 for p in points}
         for check in checks:
             parts[check.part] += check.points
         parts = {p: round(v, 2) for p, v in parts.items()}  # sums of shares: 19.999999 is 20
         status, reason = status_of(run, obs)
+        if status == GRADED and ctx.cache.get("judge_timeout"):
+            status, reason = LIMIT, judge_limit(limit)
+        verdict = ctx.cache.get("verdict")
+        if verdict is not None and verdict.verified and verdict.worst > 0:
+            notes.append(Message(
+                f"学習ループを採点側で再現した結果と、あなたのループの重みは丸め誤差の範囲で一致しました"
+                f"（最大の相対差 {verdict.worst:.1e}、許容 {replay.TOLERANCE['param']:g}）。",
+                f"the grader replayed your loop: its weights agree with the replay up to rounding (largest relative "
+                f"difference {verdict.worst:.1e}, allowed {replay.TOLERANCE['param']:g})."))
         training = obs.first("training")
         if training and training.get("substituted_net"):
             notes.append(Message("あなたの Net は講義の Net と一致しなかったため、学習ループと正解率は講義の Net で確かめました。",
@@ -207,6 +225,16 @@ class Grader:
                                 max_parts=dict(points), checks=tuple(checks), notes=tuple(notes),
                                 seconds=round(seconds, 2), source=sub.source)
 
+    def _checked(self, ctx: Context):
+        """The hidden checks on one context, within the judge's limit (a little past its deadline: the replay
+        stops itself at the deadline; the margin is for whatever else might not). A session that overran is
+        abandoned and a new one started for the rest of the batch."""
+        try:
+            return self.checks.run(ctx, timeout=self.assignment.judge.seconds + JUDGE_GRACE)
+        except ChecksTimedOut:
+            self.checks = CheckSession(self.assignment)
+            raise
+
     def _near_threshold(self, ctx: Context) -> bool:
         a, accuracy = self.assignment.accuracy, ctx.cache.get("accuracy")
         return accuracy is not None and a.margin > 0 and a.threshold - a.margin <= accuracy < a.threshold
@@ -215,7 +243,8 @@ class Grader:
         """Within the calibrated margin below the threshold, a seed's bad luck must not cost points: train again
         with another seed and keep the better accuracy check."""
         run, obs = self.sandboxed(clean, replace(self.settings, seed_offset=self.settings.seed_offset + 1))
-        again = self.checks.run(replace(ctx, run=run, obs=obs, seed=ctx.seed + 1, cache={}))
+        again = self._checked(replace(ctx, run=run, obs=obs, seed=ctx.seed + 1, cache={},
+                                      deadline=time.monotonic() + self.assignment.judge.seconds))
         second = {c.name: c for c in again}
         kept = [second[c.name] if c.name == "accuracy" and c.name in second and second[c.name].points > c.points
                 else c for c in checks]
@@ -223,6 +252,14 @@ class Grader:
                              "良い方を採用しました。",
                              f"the test accuracy {ctx.cache['accuracy']:.4f} was close to the threshold, so the network "
                              "was trained again with another seed and the better result kept.")
+
+
+JUDGE_GRACE = 10.0  # seconds past the judge's deadline before a check session is given up
+
+
+def judge_limit(seconds: float) -> Message:
+    return Message(f"採点側の確認が制限時間（{seconds:g} 秒）を超えたため停止しました",
+                   f"stopped: checking this submission took longer than the grader's limit of {seconds:g} s")
 
 
 def status_of(run, obs) -> tuple[str, Message | None]:

@@ -75,7 +75,6 @@ def run_submission(torch, plan: dict, emit: Emitter, data) -> None:
     namespace = {"__name__": "submission"}
     # Taken before any student code runs, so that replacing them afterwards changes nothing we do.
     steps = (Probes.shapes, Probes.device_switch, Probes.net, Probes.training, Probes.evaluate)
-    TRUSTED.update(nll_loss=torch.nn.functional.nll_loss, dumps=json.dumps, no_grad=torch.no_grad)
     for cell in plan["cells"]:
         emit("cell", **run_cell(cell, namespace, plan["cell_seconds"]))
 
@@ -91,9 +90,6 @@ def run_submission(torch, plan: dict, emit: Emitter, data) -> None:
     # Everything is reported: skip the interpreter's teardown (torch's takes a few tenths of a second) and
     # whatever exit handlers the student's code registered.
     os._exit(0)
-
-
-TRUSTED = {}  # library functions as they were before the student's code ran
 
 
 def warm_up(torch, plan: dict):
@@ -197,16 +193,21 @@ def run_cell(cell: dict, namespace: dict, seconds: float) -> dict:
     return {"id": cell["id"], "ok": True, "seconds": time.perf_counter() - started}
 
 
-def encode(value):
-    """A student's return value as data: the type is kept, so 26 and "26" and 26.0 stay different."""
+MAX_DEPTH = 3  # nesting kept of a returned tuple or list: a pair of pairs is plenty for a size
+
+
+def encode(value, depth: int = 0):
+    """A student's return value as data: the type is kept, so 26 and "26" and 26.0 stay different. Nesting and
+    length are bounded (deeper or longer values become "other"), so no return value makes a record the grader
+    can not read back."""
     if isinstance(value, bool):
         return {"type": "bool", "value": value}
     if isinstance(value, int):
         return {"type": "int", "value": value}
     if isinstance(value, float):
         return {"type": "float", "value": value if math.isfinite(value) else repr(value)}
-    if isinstance(value, (tuple, list)) and len(value) <= 16:
-        return {"type": type(value).__name__, "value": [encode(v) for v in value]}
+    if isinstance(value, (tuple, list)) and len(value) <= 16 and depth < MAX_DEPTH:
+        return {"type": type(value).__name__, "value": [encode(v, depth + 1) for v in value]}
     return {"type": "other", "repr": text(value), "class": type(value).__name__}
 
 
@@ -354,26 +355,28 @@ class Probes:
         train = (images[:len(images) - holdout], labels[:len(labels) - holdout])
 
         net, substituted = self.trainable_net()
+        # Every run starts from the same weights, which the grader computes itself (the lecture's Net, seeded):
+        # its replay of the loop (replay.py) starts where this one did without having to believe this process.
+        self.seed()
+        net.load_state_dict(LectureNet(torch).state_dict())
         net.to(self.device)
-        spy = Spy(torch, net, self.device)
-        optimizer = spy.optimizer(self.make_optimizer(net))
+        optimizer = self.make_optimizer(net)
+        spy = Spy(torch, net, self.device, optimizer=optimizer, emit=self.emit,
+                  snapshot_every=self.plan["snapshot_every"], max_snapshots=self.plan["max_snapshots"])
         loader = spy.loader(*train, batch_size=self.plan["training"]["batch_size"], shuffle=True,
                             seed=self.plan["seed"])
-        initial = state_b64(torch, net)  # with the trained weights, lets the grader see the loss fall itself
         self.seed()
         returned, error, started = [], None, time.perf_counter()
         try:
             with time_limit(self.plan["train_seconds"]):
                 for _ in range(self.plan["training"]["epochs"]):
-                    returned.append(encode(self.ns["train_one_epoch"](net, loader, optimizer, self.device)))
+                    returned.append(encode(self.ns["train_one_epoch"](net, loader, spy.optimizer, self.device)))
         except BaseException as exc:
             error = error_info(exc)
         self.emit("training", ok=error is None, error=error, returned=returned, substituted_net=substituted,
-                  initial_weights=initial,
                   seconds=time.perf_counter() - started, **spy.summary())
         self.trained = net
         self.emit("weights", weights=state_b64(torch, net))
-
     def trainable_net(self):
         """The student's Net when it is the lecture's, else the lecture's: the loop is judged on its own."""
         net = getattr(self, "student_net", None)
@@ -463,15 +466,23 @@ def tensors_b64(torch, tensors: dict) -> str:
 
 
 class Spy:
-    """Records what the student's loop does: moves, modes, gradient steps and the loss of every batch."""
+    """Records what the student's loop does, as a trace the grader replays (replay.py): one letter an event.
 
-    def __init__(self, torch, net, device):
+    e: a pass over the loader began; b: a batch was taken; f / n: a forward pass with / without gradients;
+    z: zero_grad (the optimizer's or the model's); k / K: a backward pass into cleared / stale gradients (seen
+    on the gradients themselves, however they were cleared); s: optimizer.step(). Every `snapshot_every`
+    batches the loader also sends the weights, the optimizer's state and the gradients, so that the replay
+    compares short stretches and float rounding never adds up over a whole epoch. Only the replay makes any of
+    this believed: a trace that does not lead to the weights the run sent back counts for nothing.
+    """
+
+    def __init__(self, torch, net, device, *, optimizer=None, emit=None, snapshot_every=0, max_snapshots=0):
         self.torch, self.net, self.device = torch, net, device
-        self.events = []  # compact trace: b=batch, z=zero_grad, k=backward, s=step, f=forward
+        self.events = []
         self.moves = {"images": 0, "labels": 0, "wrong_device": 0}
         self.forwards = {"count": 0, "unmoved": 0, "model_elsewhere": 0, "train_mode": 0, "grad_enabled": 0}
-        self.losses = []
-        self.labels = None
+        self.emit, self.every, self.snapshots_left = emit, snapshot_every, max_snapshots
+        self.params = list(net.named_parameters())
         spy = self
 
         class Unmoved(torch.Tensor):
@@ -489,10 +500,17 @@ class Spy:
 
         self.Unmoved = Unmoved
         net.register_forward_pre_hook(self.before_forward)
-        net.register_forward_hook(self.after_forward)
-        for p in net.parameters():
-            p.register_hook(self.on_grad)
-            break  # one parameter is enough to see each backward pass
+        zero_grad = net.zero_grad
+
+        def counted_module_zero_grad(*args, **kwargs):
+            self.events.append("z")
+            return zero_grad(*args, **kwargs)
+
+        net.zero_grad = counted_module_zero_grad
+        if self.params:
+            self.watched = self.params[0][1]  # one parameter is enough to see each backward pass
+            self.watched.register_hook(self.on_grad)
+        self.optimizer = self.wrap(optimizer) if optimizer is not None else None
 
     def moved(self, role, args, kwargs):
         target = kwargs.get("device", args[0] if args else None)
@@ -506,7 +524,8 @@ class Spy:
             self.moves["wrong_device"] += 1
 
     def before_forward(self, module, inputs):
-        self.events.append("f")
+        grad = bool(self.torch.is_grad_enabled())
+        self.events.append("f" if grad else "n")
         self.forwards["count"] += 1
         x = inputs[0] if inputs else None
         if isinstance(x, self.Unmoved) or (isinstance(x, self.torch.Tensor) and x.device.type != self.device.type):
@@ -515,20 +534,14 @@ class Spy:
         if weight is not None and weight.device.type != self.device.type:
             self.forwards["model_elsewhere"] += 1
         self.forwards["train_mode"] += bool(module.training)
-        self.forwards["grad_enabled"] += bool(self.torch.is_grad_enabled())
-
-    def after_forward(self, module, inputs, output):
-        labels = self.labels
-        if isinstance(output, self.torch.Tensor) and labels is not None and output.shape == (len(labels), 10):
-            with TRUSTED["no_grad"]():
-                loss = TRUSTED["nll_loss"](output.detach().as_subclass(self.torch.Tensor).float(),
-                                           labels.as_subclass(self.torch.Tensor).to(output.device))
-            self.losses.append(loss.item())
+        self.forwards["grad_enabled"] += grad
 
     def on_grad(self, grad):
-        self.events.append("k")
+        # Runs before the new gradient is added to .grad: what is there now is what the loop left.
+        old = self.watched.grad
+        self.events.append("k" if old is None or not bool(old.any()) else "K")
 
-    def optimizer(self, optimizer):
+    def wrap(self, optimizer):
         zero_grad, step = optimizer.zero_grad, optimizer.step
 
         def counted_zero_grad(*args, **kwargs):
@@ -540,14 +553,33 @@ class Spy:
             return step(*args, **kwargs)
 
         optimizer.zero_grad, optimizer.step = counted_zero_grad, counted_step
+        self.state_of = optimizer.state
         return optimizer
+
+    def snapshot(self):
+        """The weights, the optimizer's state and the gradients, at this point of the trace."""
+        if not self.emit or self.snapshots_left <= 0 or self.optimizer is None:
+            return
+        self.snapshots_left -= 1
+        tensors = {}
+        for name, p in self.params:
+            tensors[f"param/{name}"] = p
+            if p.grad is not None:
+                tensors[f"grad/{name}"] = p.grad
+            for key, value in self.state_of.get(p, {}).items():
+                if isinstance(value, self.torch.Tensor):
+                    tensors[f"state/{key}/{name}"] = value
+        try:
+            state = tensors_b64(self.torch, {k: v.detach().float().cpu() for k, v in tensors.items()})
+        except BaseException:
+            state = None
+        self.emit("snapshot", event=len(self.events), state=state)
 
     def loader(self, images, labels, *, batch_size, shuffle, seed):
         return ResidentLoader(self, images, labels, batch_size, shuffle, seed)
 
     def summary(self) -> dict:
-        return {"events": "".join(self.events), "moves": self.moves, "forwards": self.forwards,
-                "losses": self.losses}
+        return {"events": "".join(self.events), "moves": self.moves, "forwards": self.forwards}
 
 
 class ResidentLoader:
@@ -563,24 +595,27 @@ class ResidentLoader:
         return (len(self.labels) + self.batch_size - 1) // self.batch_size
 
     def __iter__(self):
-        torch = self.spy.torch
+        torch, spy = self.spy.torch, self.spy
         n = len(self.labels)
         if self.shuffle:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
             order = order.to(self.images.device)
         self.epoch += 1
-        for start in range(0, n, self.batch_size):
+        spy.events.append("e")
+        for number, start in enumerate(range(0, n, self.batch_size)):
+            if spy.every and number % spy.every == 0:
+                spy.snapshot()
             if self.shuffle:
                 index = order[start:start + self.batch_size]
                 x, y = self.images[index], self.labels[index]
             else:
                 x, y = self.images[start:start + self.batch_size], self.labels[start:start + self.batch_size]
-            x, y = x.as_subclass(self.spy.Unmoved), y.as_subclass(self.spy.Unmoved)
+            x, y = x.as_subclass(spy.Unmoved), y.as_subclass(spy.Unmoved)
             x.role, y.role = "images", "labels"
-            self.spy.labels = y
-            self.spy.events.append("b")
+            spy.events.append("b")
             yield x, y
-        self.spy.labels = None
+        if spy.every:
+            spy.snapshot()  # the end of the pass: the last stretch is as short as the others
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import replay
 from .config import Assignment
 from .observe import EVAL_IMAGES, Observations, tensors
 from .results import Message
@@ -49,6 +50,7 @@ class Context:
     probes: dict  # the hidden probe inputs, by function: [(group, args, kwargs), ...]
     seed: int  # the seed the sandboxed run used
     cache: dict = field(default_factory=dict)
+    deadline: float = math.inf  # time.monotonic() past which the judge gives up on this submission
     # Trusted forward passes by (images, weights digest). The grader hands one dict to a whole batch: the
     # weights before training are the same for most students (same seed, same layers), so the holdout loss
     # of those is computed once per batch instead of once per student.
@@ -73,6 +75,9 @@ class Context:
         if error:
             fail(error.ja, error.en)
         record = self.obs.first(kind)
+        if record is None and kind in self.obs.rejected:
+            why = self.obs.rejected[kind]
+            fail(f"{name} の記録を読み取れませんでした（{why}）。", f"the record of {name} could not be read ({why}).")
         if record is None:
             why = self.stopped_why()
             fail(f"{name} の確認まで到達しませんでした（{why.ja}）。", f"grading never reached {name} ({why.en}).")
@@ -97,6 +102,33 @@ class Context:
     def trained_state(self) -> dict | None:
         record = self.obs.first("weights")
         return tensors(record.get("weights")) if record else None
+
+    def initial_state(self) -> dict:
+        """The weights every run starts training from (harness.Probes.training), computed here."""
+        return initial_weights(self.reference, self.seed)
+
+    def training_verdict(self) -> replay.Verdict:
+        """Whether the loop's trace, replayed here, leads to the weights it sent back (replay.py). Once per
+        submission: every training check asks."""
+        if "verdict" not in self.cache:
+            record = self.obs.first("training") or {}
+            t = self.assignment.training
+            setup = replay.Setup(net_class=self.reference.Net, initial=self.initial_state(),
+                                 images=self.data.train_images, labels=self.data.train_labels,
+                                 batch_size=t.batch_size, seed=self.seed, optimizer=t.optimizer, lr=t.lr,
+                                 momentum=t.momentum)
+            snapshots = [(r.get("event"), tensors(r.get("state"))) for r in self.obs.all("snapshot")]
+            if "snapshot" in self.obs.rejected:
+                snapshots.append((None, None))  # a snapshot that could not be read: the chain is broken
+            try:
+                self.cache["verdict"] = replay.verify(setup, record.get("events", ""), snapshots,
+                                                      self.trained_state(), self.deadline)
+            except replay.JudgeTimeout:
+                self.cache["judge_timeout"] = True
+                self.cache["verdict"] = replay.Verdict(False, Message(
+                    "採点側で学習ループを再現しきれず、時間切れになりました。学習ループの記録は採点に使えません。",
+                    "the grader could not replay the loop within its time limit, so nothing the loop reported counts."))
+        return self.cache["verdict"]
 
     def _outputs(self, state: dict, images: torch.Tensor) -> torch.Tensor | None:
         # Several checks look at the same weights on the same images (the loss and the accuracy on the holdout
@@ -130,6 +162,10 @@ class TrustedData:
     test_labels: torch.Tensor
     eval_images: torch.Tensor  # the first training images kept out of training, which evaluate() gets
     eval_labels: torch.Tensor
+    # The images the sandbox trains on, for the replay of each loop (replay.py): contiguous and on the CPU,
+    # normalised by the same operations as the harness's, so that the replay computes what the run computed.
+    train_images: torch.Tensor | None = None
+    train_labels: torch.Tensor | None = None
 
     @classmethod
     def load(cls, assignment: Assignment, device: torch.device) -> TrustedData:
@@ -144,7 +180,22 @@ class TrustedData:
         start = len(train.images) - holdout  # the harness holds out the same images (harness.Probes.training)
         return cls(images(test.images), test.labels.long().to(device),
                    images(train.images[start:start + EVAL_IMAGES]),
-                   train.labels[start:start + EVAL_IMAGES].long().to(device))
+                   train.labels[start:start + EVAL_IMAGES].long().to(device),
+                   mnist.normalize(train.images[:start]).contiguous(), train.labels[:start].long())
+
+
+_INITIAL: dict = {}
+
+
+def initial_weights(reference, seed: int) -> dict:
+    """The lecture's Net as torch.manual_seed(seed) builds it: what every run trains from. Computed without
+    disturbing this process's own random state."""
+    key = (id(reference), seed)
+    if key not in _INITIAL:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            _INITIAL[key] = {k: v.detach().clone() for k, v in reference.Net().state_dict().items()}
+    return _INITIAL[key]
 
 
 def _digest(state: dict) -> str:

@@ -24,7 +24,9 @@ from .sandbox import Limits, Mount, RunResult, run_sandboxed
 from .sanitize import Cell
 
 HARNESS = Path(__file__).with_name("harness.py")
-# Records the harness writes, with the fields each must carry and how many it writes at most.
+# Records the harness writes, with the fields each must carry and how many it writes at most. A run's
+# snapshots (harness.Spy.snapshot) are bounded by the plan's max_snapshots, which is at most MAX_SNAPSHOTS.
+MAX_SNAPSHOTS = 400
 SCHEMA = {
     "start": ({"pid"}, 1),
     "ready": (set(), 1),
@@ -32,19 +34,31 @@ SCHEMA = {
     "shapes": ({"function", "results"}, 2),
     "device": ({"cases"}, 1),
     "net": ({"ok"}, 1),
-    "training": ({"ok", "events", "moves", "forwards", "losses", "returned"}, 1),
+    "training": ({"ok"}, 1),
+    "snapshot": ({"event", "state"}, MAX_SNAPSHOTS),
     "weights": ({"weights"}, 1),
     "evaluate": ({"ok"}, 1),
     "step_error": ({"step", "error"}, 5),
     "done": (set(), 1),
 }
 MAX_TENSOR_BYTES = 8 << 20  # far above the lecture net's 29 kB of weights; a 10^9-parameter model is refused
+# Bounds on everything a record may hold, whoever wrote it: the judge never meets a value it can not handle
+# in bounded time (a 10^599-sized dimension, a list of millions, a tuple nested thousands deep).
+MAX_DEPTH = 8  # of nested lists and objects, the record itself counted
+MAX_ITEMS = 1024  # in any list or object
+MAX_STRING = 4096  # characters of any string but the fields below
+MAX_INT = 2**53  # in magnitude: what a float carries exactly
+BIG_STRINGS = {  # fields that are long by nature, with their own caps
+    "weights": MAX_TENSOR_BYTES * 4 // 3 + 4, "state": MAX_TENSOR_BYTES * 4 // 3 + 4,
+    "output": MAX_TENSOR_BYTES * 4 // 3 + 4, "events": 1 << 20,
+}
 
 
 @dataclass
 class Observations:
     records: dict[str, list[dict]] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)  # malformed or surplus records, for the report
+    problems: list[str] = field(default_factory=list)  # what only the submission's own writes produce
+    rejected: dict[str, str] = field(default_factory=dict)  # kind -> why a record of it could not be used
 
     def first(self, kind: str) -> dict | None:
         found = self.records.get(kind)
@@ -59,13 +73,23 @@ class Observations:
 
 
 def parse(data: bytes) -> Observations:
+    """JSON lines into records, each checked on its own: one that breaks a bound is rejected (the checks that
+    need it lose their points, saying why), and lines that the harness never writes (not JSON, an unknown
+    kind, one record too many, anything after the end) are what only tampering with the channel produces."""
     obs = Observations()
     lines = data.split(b"\n")
     # The last line is unfinished when the run was killed mid-write: that is a crash, not tampering.
     for number, line in enumerate(lines[:-1], 1):
         try:
             record = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
+        except RecursionError:
+            kind = _kind_of(line)
+            if kind is None:
+                obs.problems.append(f"line {number}: not JSON")
+            else:
+                obs.rejected.setdefault(kind, "nested too deeply")
+            continue
+        except (ValueError, UnicodeDecodeError):  # ValueError: also an integer of more than 4,300 digits
             obs.problems.append(f"line {number}: not JSON")
             continue
         kind = record.get("kind") if isinstance(record, dict) else None
@@ -73,9 +97,6 @@ def parse(data: bytes) -> Observations:
             obs.problems.append(f"line {number}: unknown record")
             continue
         required, most = SCHEMA[kind]
-        if not required <= record.keys():
-            obs.problems.append(f"line {number}: {kind} record lacks {sorted(required - record.keys())}")
-            continue
         seen = obs.records.setdefault(kind, [])
         if "done" in obs.records and kind != "done":
             obs.problems.append(f"line {number}: {kind} record after the end")
@@ -83,8 +104,50 @@ def parse(data: bytes) -> Observations:
         if len(seen) >= most:
             obs.problems.append(f"line {number}: surplus {kind} record")
             continue
+        why = (f"lacks {', '.join(sorted(required - record.keys()))}" if not required <= record.keys()
+               else out_of_bounds(record))
+        if why:
+            obs.rejected.setdefault(kind, why)
+            seen.append(None)  # counted, so a flood of rejected records is still surplus
+            continue
         seen.append(record)
+    for kind in obs.records:
+        obs.records[kind] = [r for r in obs.records[kind] if r is not None]
     return obs
+
+
+def _kind_of(line: bytes) -> str | None:
+    """The kind of a line json can not read, from its start as the harness writes it ({"kind": "...", ...})."""
+    head = line[:40].decode("ascii", "replace")
+    if head.startswith('{"kind": "'):
+        kind = head[10:].split('"', 1)[0]
+        return kind if kind in SCHEMA else None
+    return None
+
+
+def out_of_bounds(value, depth: int = 1, key: str = "") -> str | None:
+    """Why `value` breaks the bounds above, or None. Iterative in spirit: depth is capped before recursing."""
+    if depth > MAX_DEPTH:
+        return "nested too deeply"
+    if isinstance(value, str):
+        cap = BIG_STRINGS.get(key, MAX_STRING)
+        return f"a string of {len(value)} characters in {key or 'a field'}" if len(value) > cap else None
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return None
+    if isinstance(value, int):
+        return f"a number too large in {key or 'a field'}" if abs(value) > MAX_INT else None
+    if isinstance(value, (list, dict)):
+        if len(value) > MAX_ITEMS:
+            return f"{len(value)} items in {key or 'a field'}"
+        items = value.items() if isinstance(value, dict) else ((key, v) for v in value)
+        for k, v in items:
+            if not isinstance(k, str):
+                return "a key that is not text"
+            why = out_of_bounds(v, depth + 1, k)
+            if why:
+                return why
+        return None
+    return "a value of an unknown type"
 
 
 def tensors(b64: str | None) -> dict | None:
@@ -150,9 +213,26 @@ def _open_to_sandbox(folder: Path) -> None:
 EVAL_IMAGES, EVAL_BATCH_SIZE = 2500, 1000
 
 
+# The loop sends a snapshot every SNAPSHOT_EVERY batches: the grader's replay (replay.py) compares stretches
+# that short, over which float rounding stays far below any real difference (see replay.TOLERANCE).
+SNAPSHOT_EVERY = 16
+
+
+def snapshot_plan(assignment: Assignment) -> tuple[int, int]:
+    """(every how many batches, how many at most) for this budget: about one per SNAPSHOT_EVERY batches and
+    one at the end of each pass, with room for a few passes more (a loop that peeks at a batch first)."""
+    t = assignment.training
+    batches = -(-(60_000 - t.holdout) // t.batch_size) * t.epochs
+    every = max(SNAPSHOT_EVERY, -(-batches // (MAX_SNAPSHOTS // 2)))
+    return every, min(MAX_SNAPSHOTS, 2 * (-(-batches // every) + t.epochs) + 16)
+
+
 def plan_for(assignment: Assignment, cells: list[Cell], probes: dict, settings: RunSettings, data: DataDir) -> dict:
     t = assignment.training
+    every, most = snapshot_plan(assignment)
     return {
+        "snapshot_every": every,
+        "max_snapshots": most,
         "cells": [{"id": c.grade_id, "source": c.source} for c in cells],
         "threads": settings.threads,
         "device": settings.device,

@@ -26,11 +26,21 @@ a fresh process tree with
     kernels >= 5.14 RLIMIT_NPROC set *inside* that namespace counts only the
     namespace's tasks, so we set it there; on older kernels it would count all
     of the user's processes, so we leave it to the watchdog.
+* **a memory cgroup of its own** (cgroup.py), where the grader may make one
+  (``memory_accounting()`` says which kind applies): bwrap starts inside it, so
+  the kernel charges every page of the run there, mapped or not (memfds, files
+  on a tmpfs it mounted), and kills inside it beyond ``Limits.memory_mb`` + a
+  small allowance for kernel memory and page cache.  Removed after the run.
+* **a seccomp filter** (seccomp.py, modelled on Docker's default profile) and
+  **a session keyring of its own**, installed by the shim after the uid switch,
+  right before the exec: no user namespaces, mounts, keyctl, ptrace, BPF,
+  io_uring...; the grader's session keyring (the TA's login) is out of reach.
 * **a watchdog** in the calling thread polls the process tree every
   ``_POLL_SECONDS``: wall time, memory (resident anonymous + shared-memory
-  pages summed over the tree; mapped library files are not counted, they are
-  page cache the kernel can drop), and the number of tasks (processes +
-  threads).  Going beyond ``Limits.processes`` tasks is
+  pages summed over the tree, or what the run's cgroup was charged for them if
+  more; without a cgroup, plus memfds and the run's own tmpfs mounts; mapped
+  library files are not counted, they are page cache the kernel can drop), and
+  the number of tasks (processes + threads).  Going beyond ``Limits.processes`` tasks is
   treated as a fork bomb.  The kill is SIGKILL to the sandbox's pid 1, which
   makes the kernel kill every process in the pid namespace, double-forked and
   setsid'd ones included; we wait until it is gone before returning.
@@ -52,7 +62,8 @@ the grader uses this to start the next sandbox (interpreter, torch, data)
 while the current one trains.
 
 Outcome (:class:`RunResult`): ``killed_for`` is ``None`` or one of ``"time"``,
-``"memory"``, ``"processes"`` -- only things the watchdog killed for -- or
+``"memory"``, ``"processes"`` -- only things the watchdog killed for, or the
+kernel inside the run's memory cgroup ("memory", then the whole run is killed) -- or
 ``"cancelled"`` (a waiting run whose ``turn`` raised :class:`TurnCancelled`).  Output
 beyond the cap is drained and discarded (``output_truncated``), a full
 scratch disk is an ENOSPC/EFBIG error inside the program; neither is a kill.
@@ -67,7 +78,8 @@ All three pipes are read concurrently so the child never blocks on a full one.
 
 Fallback without bubblewrap (not installed, or the probe fails): a loud
 warning, then the command runs as the caller's user with the same rlimits
-(except NPROC), watchdog, cleared environment and private home.  A small shim
+(except NPROC), memory cgroup, seccomp filter, session keyring, watchdog,
+cleared environment and private home.  A small shim
 acts as child subreaper, so processes that double-fork or setsid are still
 found and killed.  There is no namespace, so paths can not be remapped; a
 private directory ``root`` stands in for ``/``:
@@ -89,6 +101,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
+import re
 import secrets
 import selectors
 import shutil
@@ -103,12 +117,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from . import cgroup, seccomp
+
 __all__ = [
     "Limits",
     "Mount",
     "RunResult",
     "SandboxUnavailable",
     "bwrap_available",
+    "memory_accounting",
     "run_sandboxed",
 ]
 
@@ -129,7 +146,7 @@ FALLBACK_WARNING = (
 @dataclass(frozen=True)
 class Limits:
     wall_seconds: float = 300.0
-    # Resident anonymous + shmem memory of the whole process tree, enforced by the watchdog.
+    # Anonymous + shared memory of the whole run (mapped or not): the watchdog, and the kernel in a cgroup.
     memory_mb: int = 3072
     # Tasks (processes + threads) the command may have; one more is killed as a fork bomb.
     processes: int = 64
@@ -154,7 +171,7 @@ class RunResult:
     stderr: str
     output_truncated: bool
     seconds: float
-    peak_rss_mb: float  # peak of that memory over the whole tree, as sampled by the watchdog
+    peak_rss_mb: float  # peak of that memory over the whole run, as sampled (the cgroup's peak after its kill)
     sandboxed: bool
     data: bytes
     data_truncated: bool = False
@@ -187,7 +204,32 @@ if cfg["uid"] is not None:  # root: leaving uid 0 also drops every capability
     os.setresgid(cfg["uid"], cfg["uid"], cfg["uid"])
     os.setresuid(cfg["uid"], cfg["uid"], cfg["uid"])
 
+def confine():
+    # A session keyring of its own (not the grader's: see seccomp.join_session_keyring), then the seccomp
+    # filter, last before the exec (a copy of seccomp.install: this shim can import nothing of ours; it is
+    # single-threaded, as prctl needs).
+    if cfg["keyctl"] is None and not cfg["seccomp"]:
+        return
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    long, ulong = ctypes.c_long, ctypes.c_ulong
+    if cfg["keyctl"] is not None and libc.syscall(long(cfg["keyctl"]), long(1), ctypes.c_void_p(None)) < 0:
+        if ctypes.get_errno() not in (1, 38):  # EPERM, ENOSYS: no keyrings to inherit here
+            sys.stderr.write("sandbox: cannot join a new session keyring: %s\n" % os.strerror(ctypes.get_errno()))
+            os._exit(126)
+    if cfg["seccomp"]:
+        class SockFprog(ctypes.Structure):
+            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+        prog = bytes.fromhex(cfg["seccomp"])
+        buf = ctypes.create_string_buffer(prog, len(prog))
+        fprog = SockFprog(len(prog) // 8, ctypes.cast(buf, ctypes.c_void_p))
+        if (libc.prctl(38, ulong(1), ulong(0), ulong(0), ulong(0)) != 0
+                or libc.prctl(22, ulong(2), ctypes.byref(fprog), ulong(0), ulong(0)) != 0):
+            sys.stderr.write("sandbox: cannot install the seccomp filter: %s\n" % os.strerror(ctypes.get_errno()))
+            os._exit(126)
+
 def run():
+    confine()
     try:
         os.execvp(argv[0], argv)
     except OSError as exc:
@@ -352,6 +394,23 @@ def _shim_argv(argv: list[str], cfg: dict) -> list[str]:
     return [sys.executable, "-I", "-S", "-c", _SHIM, json.dumps(cfg), *argv]
 
 
+@lru_cache(maxsize=1)
+def seccomp_program() -> bytes | None:
+    """The filter student code runs under (seccomp.py); None on an architecture it does not know, where
+    it would kill every process."""
+    if platform.machine() not in seccomp.AUDIT_ARCH:
+        log.warning("no seccomp filter for %s: student code runs without one", platform.machine())
+        return None
+    return seccomp.program()
+
+
+def _confinement(zygote: bool = False) -> dict:
+    """The shim's keyring and seccomp settings. The fork server's zygote gets a keyring of its own but no
+    filter: it unshares and mounts for every run, and filters each run itself (zygote.py)."""
+    prog = None if zygote else seccomp_program()
+    return {"keyctl": seccomp.KEYCTL.get(platform.machine()), "seccomp": prog.hex() if prog else None}
+
+
 def _rlimits(limits: Limits, nproc: int | None) -> dict[str, int]:
     rl = {"RLIMIT_CORE": 0, "RLIMIT_FSIZE": limits.scratch_mb << 20}
     if nproc is not None:
@@ -395,6 +454,8 @@ def _bwrap_argv(argv, mounts, limits, env, cwd, devices, data_fd, waits: bool, z
             cmd += ["--cap-add", "CAP_SYS_ADMIN"]  # unshare() and mount() for each run
     else:
         cmd += ["--unshare-user"]
+        if _bwrap_has("--disable-userns"):  # bwrap >= 0.8: no nested user namespace (seccomp refuses it too)
+            cmd += ["--disable-userns"]
     for d in _SYSTEM_DIRS:
         if os.path.islink(d):
             cmd += ["--symlink", os.readlink(d), d]
@@ -433,7 +494,7 @@ def _bwrap_argv(argv, mounts, limits, env, cwd, devices, data_fd, waits: bool, z
         # bwrap's pid 1 shares our uid in the namespace and counts too.
         nproc = limits.processes + 2 if _kernel_at_least(5, 14) else None
     cfg = {"data_fd": data_fd, "rlimits": _rlimits(limits, nproc), "nice": WAIT_NICE if waits else RUN_NICE,
-           "uid": uid, "subreaper": False}
+           "uid": uid, "subreaper": False, **_confinement(zygote)}
     return cmd + ["--", *_shim_argv(argv, cfg)]
 
 
@@ -455,7 +516,7 @@ def _fallback_argv(argv, mounts, limits, env, cwd, data_fd, root: str, waits: bo
         os.symlink(os.path.abspath(m.source), link)
     full_env = {k: remap(v) for k, v in _base_env(env, "/scratch", root + "/tmp", root).items()}
     cfg = {"data_fd": data_fd, "rlimits": _rlimits(limits, None), "nice": WAIT_NICE if waits else RUN_NICE,
-           "uid": None, "subreaper": True}
+           "uid": None, "subreaper": True, **_confinement()}
     return _shim_argv([remap(a) for a in argv], cfg), remap(cwd), full_env
 
 
@@ -548,6 +609,70 @@ def _memory_bytes(pid: int) -> int:
     except (OSError, ValueError):
         pass
     return total
+
+
+_OCTAL = re.compile(r"\\([0-7]{3})")  # mountinfo writes a space in a path as \040
+
+
+def _tmpfs_mounts(pid: int | str) -> list[tuple[str, str]]:
+    """(device, mount point) of each tmpfs mount `pid` sees; of several on one point, the topmost."""
+    found = {}
+    with open(f"/proc/{pid}/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[fields.index("-") + 1] == "tmpfs":
+                found[_OCTAL.sub(lambda m: chr(int(m.group(1), 8)), fields[4])] = fields[2]
+    return [(dev, point) for point, dev in found.items()]
+
+
+def _unmapped_bytes(pids: list[int], host_tmpfs: set[str]) -> int:
+    """Shared memory no process of the run need map, where no memory cgroup counts it for us: memfds (open
+    or mapped) and the used blocks of every tmpfs the run's processes see that the grader does not
+    (`host_tmpfs`: devices of the grader's own tmpfs mounts, which are not the run's). A mapped page of
+    these also counts in RssShmem: counted twice, erring on the safe side."""
+    total, seen_files, seen_ns, seen_dev = 0, set(), set(), set(host_tmpfs)
+    for pid in pids:
+        try:
+            memfds = [f"/proc/{pid}/fd/{fd}" for fd in os.listdir(f"/proc/{pid}/fd")
+                      if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/memfd:")]
+            with open(f"/proc/{pid}/maps") as f:
+                memfds += [f"/proc/{pid}/map_files/{line.split()[0]}" for line in f if " /memfd:" in line]
+            mnt = os.readlink(f"/proc/{pid}/ns/mnt")
+        except OSError:
+            continue  # gone, or a descriptor closed while we looked
+        for path in memfds:
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen_files:
+                seen_files.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+        if mnt in seen_ns:
+            continue
+        seen_ns.add(mnt)
+        try:
+            mounts = _tmpfs_mounts(pid)
+        except (OSError, ValueError, IndexError):
+            continue
+        for dev, point in mounts:
+            if dev in seen_dev:
+                continue
+            seen_dev.add(dev)
+            try:
+                st = os.statvfs(f"/proc/{pid}/root{point}")
+            except OSError:
+                continue
+            total += (st.f_blocks - st.f_bfree) * st.f_frsize
+    return total
+
+
+def memory_accounting() -> str:
+    """Which memory accounting applies to runs on this machine: "cgroup v1" or "cgroup v2" (a memory cgroup
+    per run: the kernel counts and limits every page, mapped or not), or "watchdog" (no usable cgroup: the
+    watchdog sums the tree's anonymous and shared memory, memfds and the run's tmpfs mounts, every
+    _POLL_SECONDS)."""
+    return cgroup.accounting()
 
 
 def _gone(pid: int) -> bool:
@@ -683,10 +808,12 @@ def _set_group_nice(pids: list[int], nice: int) -> bool:
     return True
 
 
-def _supervise(proc, data_r, limits, data_bytes, sandboxed, start, turn, *, wrappers=None, kill=None) -> RunResult:
+def _supervise(proc, data_r, limits, data_bytes, sandboxed, start, turn, *, wrappers=None, kill=None,
+               memcg: cgroup.RunCgroup | None = None) -> RunResult:
     """Read the pipes and watch the tree below proc.pid until the command is done or killed. `wrappers`: how
     many processes at the top of the tree are not the command's; `kill(proc)` kills it all and returns the pids
-    to wait for (both default to those of a bwrap sandbox, or of the fallback's shim)."""
+    to wait for (both default to those of a bwrap sandbox, or of the fallback's shim). `memcg`: the run's
+    memory cgroup, whose charges count too, and whose out-of-memory kills are memory kills of the run."""
     out, err = _Sink(limits.output_bytes // 2), _Sink(limits.output_bytes - limits.output_bytes // 2)
     data = _Sink(data_bytes)
     sel = selectors.DefaultSelector()
@@ -699,6 +826,7 @@ def _supervise(proc, data_r, limits, data_bytes, sandboxed, start, turn, *, wrap
         kill = _kill_sandbox if sandboxed else _kill_unsandboxed
     waiting = turn is not None
     group_nice = WAIT_NICE if waiting else RUN_NICE  # still to be set, or None
+    host_tmpfs = set() if memcg else {dev for dev, _ in _tmpfs_mounts("self")}
     while True:
         for key, _ in sel.select(timeout=_POLL_SECONDS):
             chunk = os.read(key.fd, _READ_CHUNK)
@@ -729,16 +857,23 @@ def _supervise(proc, data_r, limits, data_bytes, sandboxed, start, turn, *, wrap
         if group_nice is not None and _set_group_nice(pids, group_nice) and len(pids) > wrappers:
             group_nice = None
         rss = sum(_memory_bytes(p) for p in pids)
+        # Pages no process maps: the cgroup has them all (once each); without one, look for them.
+        rss = max(rss, memcg.usage_bytes()) if memcg else rss + _unmapped_bytes(pids, host_tmpfs)
         peak = max(peak, rss)
         if not waiting and now - start > limits.wall_seconds:
             killed_for = "time"
         elif tasks - wrappers > limits.processes:
             killed_for = "processes"
-        elif rss > limits.memory_mb << 20:
+        elif rss > limits.memory_mb << 20 or (memcg and memcg.oom_kills()):
             killed_for = "memory"
         if killed_for:
             wait_for = kill(proc)
     sel.close()
+    # The kernel's out-of-memory kill inside the cgroup may have ended the command before a round saw it.
+    if memcg and killed_for is None and memcg.oom_kills():
+        killed_for = "memory"
+    if memcg and killed_for == "memory":
+        peak = max(peak, memcg.peak_bytes())  # what the kernel counted when it refused
     # Nothing is left to kill: bwrap's pid 1 takes its namespace with it and the
     # fallback shim kills what it reaped.  (Never signal proc.pid from here on:
     # it has been reaped and the number may already belong to someone else.)
@@ -773,6 +908,7 @@ def _run(argv, *, mounts, limits, env, cwd, devices, data_bytes, sandboxed, turn
     if sandboxed and _is_root():
         _check_mounts_for_uid_switch(mounts)
     data_r, data_w = os.pipe()
+    memcg = None
     try:
         # fake_root: the fallback's stand-in for "/" (unused by the real sandbox)
         with tempfile.TemporaryDirectory(prefix="sandbox-", ignore_cleanup_errors=True) as fake_root:
@@ -782,6 +918,9 @@ def _run(argv, *, mounts, limits, env, cwd, devices, data_bytes, sandboxed, turn
             else:
                 cmd, popen_cwd, popen_env = _fallback_argv(argv, mounts, limits, env, cwd, data_w,
                                                            fake_root, turn is not None)
+            memcg = cgroup.create(limits.memory_mb)
+            if memcg:
+                cmd = memcg.wrap(cmd)  # bwrap (or the fallback's shim) starts in it: all of the run is charged
             start = time.monotonic()
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL if turn is None else subprocess.PIPE,
                                     stdout=subprocess.PIPE,
@@ -791,7 +930,7 @@ def _run(argv, *, mounts, limits, env, cwd, devices, data_bytes, sandboxed, turn
             data_w = -1
             with proc:
                 try:
-                    return _supervise(proc, data_r, limits, data_bytes, sandboxed, start, turn)
+                    return _supervise(proc, data_r, limits, data_bytes, sandboxed, start, turn, memcg=memcg)
                 finally:
                     if proc.poll() is None:  # _supervise raised (e.g. KeyboardInterrupt)
                         _kill_on_error(proc, sandboxed)
@@ -799,6 +938,8 @@ def _run(argv, *, mounts, limits, env, cwd, devices, data_bytes, sandboxed, turn
         os.close(data_r)
         if data_w >= 0:
             os.close(data_w)
+        if memcg:
+            memcg.remove()
 
 
 def run_sandboxed(argv: list[str], *, mounts: list[Mount], limits: Limits,

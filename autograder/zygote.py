@@ -7,7 +7,10 @@ would otherwise pay), then serves runs. Each request on the socket brings a plan
 (stdout, stderr, the record channel, a status pipe). For each, the zygote forks a child that
 
 0. reads the plan, the student's cells among them (the zygote never does: every later run inherits the
-   zygote's memory, and freed memory is not erased);
+   zygote's memory, and freed memory is not erased), and moves itself into the run's memory cgroup when the
+   request brings a sixth descriptor, that cgroup's cgroup.procs (the grader made it and opened it: in this
+   sandbox's cgroup namespace the cgroup file system is not even mounted), so that the kernel charges all
+   the run allocates there and kills there beyond its limit;
 1. enters a new pid namespace and forks the submission's process, pid 1 there: killing it kills everything
    the submission started, and nothing else is visible in its /proc;
 2. reports that process's pid on the status pipe, waits for it and reports its exit status (then exits);
@@ -15,13 +18,17 @@ would otherwise pay), then serves runs. Each request on the socket brings a plan
 while the submission's process, before any student code:
 
 3. takes a session, mount, network and IPC namespace of its own: fresh tmpfs at /scratch, /tmp and
-   /dev/shm (no file survives from one student to the next), its own /proc, no network at all;
+   /dev/shm (no file survives from one student to the next), its own /proc, its own devpts instance (the
+   zygote's is shared by every run: a pty one run opens would show in the next one's /dev/pts), no network;
 4. sets the rlimits, switches to its own unused uid, which drops every capability (RLIMIT_NPROC counts that
-   uid's tasks only), says "ok" on the status pipe and keeps only its four descriptors (never the request
-   socket: that would let student code ask the zygote, which is root, for anything; nor the status pipe);
+   uid's tasks only), joins a session keyring of its own (not the grader's), installs the seccomp filter the
+   request brings (seccomp.py: no user namespaces, keyctl, ptrace, mounts...), says "ok" on the status pipe
+   and keeps only its four descriptors (never the request socket: that would let student code ask the
+   zygote, which is root, for anything; nor the status pipe);
 5. runs harness.run_submission() on the plan: the same code and data as a sandbox of its own would run.
 
-Only the standard library and the harness are used here; nothing here judges anything.
+Only the standard library, the harness and seccomp.py (copied beside this file) are used here; nothing here
+judges anything.
 """
 
 from __future__ import annotations
@@ -39,9 +46,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402 - beside this file in the sandbox
+import seccomp  # noqa: E402 - likewise
 
 CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWIPC = 0x00020000, 0x20000000, 0x40000000, 0x08000000
-MS_NOSUID, MS_NODEV, MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 1, 32, 4096, 16384, 1 << 18
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
+    2, 4, 8, 1, 32, 4096, 16384, 1 << 18)
 libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -61,24 +70,33 @@ def serve(sock: socket.socket, config: dict, torch, data) -> None:
     while True:
         select.select([sock], [], [])
         try:
-            msg, fds, _, _ = socket.recv_fds(sock, 1 << 16, 5)
+            msg, fds, _, _ = socket.recv_fds(sock, 1 << 16, 6)
         except OSError:
             return
         if not msg:
             return  # the grader closed its end: the batch is over
-        if len(fds) != 5:
+        request = json.loads(msg)
+        if len(fds) != 5 + bool(request.get("cgroup")):
             for fd in fds:
                 os.close(fd)
             continue
-        request = json.loads(msg)
         if os.fork() == 0:
             try:
                 sock.close()
+                if request.get("cgroup"):
+                    # Before anything of the run's is allocated; the zygote's pages it shares stay charged
+                    # where they are. Writing "0" moves the writer (the file's opener was the grader: root).
+                    try:
+                        os.write(fds[5], b"0")
+                    except OSError as exc:  # said in the zygote's log, which ForkServerGone quotes
+                        sys.stderr.write(f"zygote: cannot enter the run's memory cgroup: {exc}\n")
+                        raise
+                    os.close(fds[5])
                 # Read here, not in the zygote: a student's code must never reach the zygote's memory, which
                 # every later run inherits (freed is not erased).
                 with os.fdopen(fds[0], "rb") as f:
                     plan = json.loads(f.read())
-                _waiter(fds[1:], request, config, plan, torch, data)
+                _waiter(fds[1:5], request, config, plan, torch, data)
             finally:
                 os._exit(125)
         for fd in fds:
@@ -119,6 +137,10 @@ def _submission(fds: list[int], request: dict, config: dict, plan: dict, torch, 
         _mount(held, path, None, MS_BIND | MS_REC, None)
         _mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC, None)
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV, None)
+    # A devpts instance of its own (bwrap gave the zygote's sandbox one, which every run would share).
+    _mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,max=64")
+    if not os.path.islink("/dev/ptmx"):  # bwrap's --dev makes it a symlink to pts/ptmx; a node would not follow
+        _mount("/dev/pts/ptmx", "/dev/ptmx", None, MS_BIND, None)
     # Out of the way first (a received descriptor may itself be 0-3), then into place.
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (os.open("/dev/null", os.O_RDONLY), *fds[:3])]
     for target, fd in enumerate(high):
@@ -130,6 +152,11 @@ def _submission(fds: list[int], request: dict, config: dict, plan: dict, torch, 
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)  # from here on: no capability left
+    seccomp.join_session_keyring()
+    # Last, with nothing privileged left to do; still before "ok", so that a filter that will not install
+    # is the fork server's failure (the run goes to a sandbox of its own), not the student's.
+    if request.get("seccomp"):
+        seccomp.install(bytes.fromhex(request["seccomp"]))
     os.chdir("/scratch")
     # Set up: from here on, whatever goes wrong is the submission's. (Before this line the grader treats a
     # failed run as the fork server's and runs the submission again in a sandbox of its own.)

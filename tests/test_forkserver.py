@@ -9,32 +9,11 @@ import signal
 import time
 from dataclasses import replace
 
-import pytest
-
-from autograder import forkserver, observe
+from autograder import observe
 from autograder.grade import Grader, Options
 from autograder.sanitize import Cell
 from autograder.config import REPO_ROOT
 from autograder.submissions import Submission
-
-
-@pytest.fixture(scope="module")
-def grader(assignment, mnist_dir):
-    if not forkserver.usable("cpu"):
-        pytest.fail("the fork server needs root and bubblewrap here, as CI has (.ci/run installs bubblewrap)")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MNIST_DIR", str(mnist_dir))
-    g = Grader(assignment, Options(jobs=1, require_sandbox=True))
-    yield g
-    g.close()
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
-def server(grader):
-    s = grader._fork_server()
-    assert s is not None, "the grader did not start its fork server"
-    return s
 
 
 def answer_key() -> Submission:

@@ -185,7 +185,9 @@ def build_cases():
     case(Case("attack_network", "graded", points="full"), lambda env: with_cell("get_device", "import socket\ntry:\n    socket.create_connection(('127.0.0.1', 9), timeout=1)\n"
                                  "except OSError:\n    pass"))
     case(Case("attack_write_outside", "graded", points="full"), lambda env: with_cell("get_device", f"TARGETS = {env['targets']!r}\n{WRITE_OUTSIDE}"))
-    case(Case("attack_patch_torch", "graded", "did not lower the loss", "lost:training"), lambda env: with_cell("train_one_epoch", "F.nll_loss = lambda output, target: (output * 0).sum()", at="end"))
+    # The loop no longer trains with the lecture's loss: the grader's replay (which does) does not lead to its
+    # weights, so nothing the loop reported counts, its device moves included.
+    case(Case("attack_patch_torch", "graded", "the weights are not the result of the loop", "lost:training,device"), lambda env: with_cell("train_one_epoch", "F.nll_loss = lambda output, target: (output * 0).sum()", at="end"))
     case(Case("attack_patch_harness", "graded", "batches were used", "lost:training,device"), lambda env: _patched_harness())
     case(Case("attack_forge_channel", "invalid", "written to by the submission"), lambda env: with_cell("evaluate", FORGE_CHANNEL))
     case(Case("attack_forge_results", "graded", points="full"), lambda env: with_cell("get_device", "for _p in ['results/x.json', '/sandbox/run/results.json', '/results.json']:\n"
