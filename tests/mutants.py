@@ -86,3 +86,18 @@ def mutant_notebook(mutant: Mutant) -> dict:
 def write(nb: dict, path: Path) -> Path:
     path.write_text(json.dumps(copy.deepcopy(nb), ensure_ascii=False, indent=1), encoding="utf-8")
     return path
+
+
+def course_copy(folder: Path, edits: dict[str, str] | None = None) -> Path:
+    """A copy of the cnn_mnist course under `folder`, with `edits` ("old line": "new line") made to its
+    assignment.toml. An edit that no longer matches fails here rather than silently grading with the default."""
+    import shutil
+
+    course = folder / "course"
+    shutil.copytree(REPO_ROOT / "assignments" / "cnn_mnist", course)
+    toml = (course / "assignment.toml").read_text()
+    for old, new in (edits or {}).items():
+        assert old in toml, f"assignment.toml no longer has {old!r}"
+        toml = toml.replace(old, new)
+    (course / "assignment.toml").write_text(toml)
+    return course

@@ -27,6 +27,8 @@ from autograder import sandbox as sb
 from autograder.sandbox import Limits
 from autograder.sanitize import Cell
 
+from test_sandbox import pids_with
+
 PY = sys.executable
 MEMORY_MB = 1024
 MACHINE = platform.machine()
@@ -485,18 +487,6 @@ def _pty_holder(candidates) -> int | None:
     return None
 
 
-def _with_token(token: str) -> list[int]:
-    found_ = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if token.encode() in f.read():
-                    found_.append(int(pid))
-        except OSError:
-            pass
-    return found_
-
-
 def test_runs_at_the_same_time_do_not_see_each_others_ptys(run):
     """As with --jobs 2: one run opens twenty ptys and holds them, the other lists /dev/pts meanwhile."""
     token = f"marker-{uuid.uuid4()}"
@@ -506,7 +496,7 @@ def test_runs_at_the_same_time_do_not_see_each_others_ptys(run):
     if run.server is not None:  # a forked run's command line is the fork server's
         candidates = lambda: sb._tree(run.server._proc.pid)[0]  # noqa: E731
     else:
-        candidates = lambda: _with_token(token)  # noqa: E731
+        candidates = lambda: pids_with(token)  # noqa: E731
     deadline, pid = time.monotonic() + 60, None
     while pid is None and time.monotonic() < deadline and holder.is_alive():
         pid = _pty_holder(candidates())

@@ -17,14 +17,12 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import threading
 
 import pytest
 
-from autograder.config import REPO_ROOT
 from autograder.results import ResultStore
 
 import mutants
@@ -145,10 +143,8 @@ def shmem_mb() -> float:
 def batch(request, tmp_path_factory, mnist_dir):
     fork = request.param == "fork-server"
     work = tmp_path_factory.mktemp(request.param)
-    course = work / "course"
-    shutil.copytree(REPO_ROOT / "assignments" / "cnn_mnist", course)
-    toml = (course / "assignment.toml").read_text().replace("memory_mb = 3072", f"memory_mb = {MEMORY_MB}")
-    (course / "assignment.toml").write_text(toml.replace("wall_seconds = 300", "wall_seconds = 120"))
+    course = mutants.course_copy(work, {"memory_mb = 3072": f"memory_mb = {MEMORY_MB}",
+                                        "wall_seconds = 300": "wall_seconds = 120"})
     folder = work / "class"
     folder.mkdir()
     for name, nb in notebooks(fork).items():

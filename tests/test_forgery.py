@@ -23,7 +23,6 @@ import time
 
 import pytest
 
-from autograder.config import REPO_ROOT
 from autograder.results import ResultStore
 
 import mutants
@@ -162,10 +161,7 @@ def grade(folder, course, out, env):
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory, mnist_dir):
     work = tmp_path_factory.mktemp("forgery")
-    course = work / "course"
-    shutil.copytree(REPO_ROOT / "assignments" / "cnn_mnist", course)
-    toml = (course / "assignment.toml").read_text()
-    (course / "assignment.toml").write_text(toml.replace("[judge]\nseconds = 120", f"[judge]\nseconds = {JUDGE_SECONDS}"))
+    course = mutants.course_copy(work, {"[judge]\nseconds = 120": f"[judge]\nseconds = {JUDGE_SECONDS}"})
     (course / "hidden" / "checks_stall.py").write_text(STALL_CHECK)
     folder = work / "class"
     folder.mkdir()

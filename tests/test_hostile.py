@@ -12,7 +12,6 @@ import csv
 import hashlib
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -270,13 +269,10 @@ def survivors() -> list[str]:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, mnist_dir):
     work = tmp_path_factory.mktemp("corpus")
-    course = work / "course"
-    shutil.copytree(REPO_ROOT / "assignments" / "cnn_mnist", course)
-    toml = (course / "assignment.toml").read_text()
-    toml = toml.replace("wall_seconds = 300", f"wall_seconds = {WALL}").replace("memory_mb = 3072", "memory_mb = 1500")
-    toml = toml.replace("cell_seconds = 60", "cell_seconds = 10").replace("call_seconds = 10", "call_seconds = 5")
-    toml = toml.replace("train_seconds = 240", "train_seconds = 30")
-    (course / "assignment.toml").write_text(toml)
+    course = mutants.course_copy(work, {
+        "wall_seconds = 300": f"wall_seconds = {WALL}", "memory_mb = 3072": "memory_mb = 1500",
+        "cell_seconds = 60": "cell_seconds = 10", "call_seconds = 10": "call_seconds = 5",
+        "train_seconds = 240": "train_seconds = 30"})
     secrets_dir = work / "secrets"
     secrets_dir.mkdir()
     (secrets_dir / "other.ipynb").write_text("OTHER-STUDENT-SECRET")
