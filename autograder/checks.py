@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 from _pytest.runner import runtestprotocol
 
+from .budget import Budget
 from .config import Assignment
 from .judge import CheckFailed, Context
 from .results import CheckResult, Message
@@ -41,6 +42,9 @@ _ARGS = ["-p", "no:cacheprovider", "-p", "no:terminal", "-p", "no:warnings", "-p
          "-o", "python_files=checks_*.py", "-o", "python_functions=check_*", "-o", "addopts=", "-c", "/dev/null"]
 NEUTRAL = Message("このチェックを実行できませんでした。担当 TA に連絡してください。",
                   "this check could not be completed; please tell your TA.")
+
+
+_POLL_SECONDS = 0.25  # how often a waiting grader looks at the judge's budget
 
 
 class HiddenChecksError(RuntimeError):
@@ -90,20 +94,25 @@ class CheckSession:
             self._plugin.stop_waiting()
             _forget_modules(folder)  # a later session (edited checks) imports them afresh
 
-    def run(self, ctx: Context, timeout: float | None = None) -> list[CheckResult]:
-        """Every hidden check on this Context, as points. ChecksTimedOut after `timeout` seconds: a thread can
-        not be stopped, so this session then takes no more work."""
+    def run(self, ctx: Context, budget: Budget | None = None, grace: float = 0.0) -> list[CheckResult]:
+        """Every hidden check on this Context, as points. The checks' thread starts `budget` (the judge's own
+        time, budget.py) as it takes the Context; ChecksTimedOut once they have spent `grace` seconds past it:
+        a thread can not be stopped, so this session then takes no more work."""
+        budget = budget or Budget()
         with self._lock:
             if self._abandoned or not self._thread.is_alive():
                 raise HiddenChecksError(f"the hidden-check session of {self.assignment.name} has ended")
             done: Future = Future()
-            self._plugin.jobs.put((ctx, done))
-            try:
-                outcomes = done.result(timeout=timeout)
-            except FutureTimeout:
-                self._abandoned = True
-                self._plugin.jobs.put(None)  # once the stuck check returns, the session ends
-                raise ChecksTimedOut(f"the checks took longer than {timeout:g} s") from None
+            self._plugin.jobs.put((ctx, budget, done))
+            while True:
+                try:
+                    outcomes = done.result(timeout=_POLL_SECONDS)
+                    break
+                except FutureTimeout:
+                    if budget.over(grace):
+                        self._abandoned = True
+                        self._plugin.jobs.put(None)  # once the stuck check returns, the session ends
+                        raise ChecksTimedOut(f"the checks took longer than {budget.seconds + grace:g} s") from None
         return score(outcomes, self.assignment)
 
     def close(self) -> None:
@@ -151,7 +160,8 @@ class _Plugin:
             return True
         self.ready.set()
         while (job := self.jobs.get()) is not None:
-            self._context, done = job
+            self._context, budget, done = job
+            budget.start()  # the judge's time on this submission counts from here, in this thread
             self.outcomes = []
             try:
                 for i, item in enumerate(items):
@@ -186,7 +196,7 @@ class _Plugin:
             except queue.Empty:
                 return
             if job is not None:
-                job[1].set_exception(HiddenChecksError("the hidden-check session ended"))
+                job[-1].set_exception(HiddenChecksError("the hidden-check session ended"))
 
 
 def _forget_modules(folder: Path) -> None:

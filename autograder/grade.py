@@ -24,6 +24,7 @@ import torch
 
 from . import forkserver, observe, reference, replay
 from .config import Assignment
+from .budget import Budget
 from .checks import ChecksTimedOut, CheckSession
 from .judge import Context, TrustedData
 from .observe import DataDir, RunSettings
@@ -187,7 +188,7 @@ class Grader:
         ctx = Context(assignment=self.assignment, sanitized=clean, run=run, obs=obs, reference=self.reference,
                       data=self.trusted, device=self.device, probes=self.probes.PROBES,
                       seed=self.assignment.training.seed + self.settings.seed_offset, outputs=self._outputs,
-                      deadline=time.monotonic() + limit)
+                      budget=Budget(limit))
         try:
             checks = self._checked(ctx)
             notes = list(clean.problems)
@@ -226,11 +227,11 @@ class Grader:
                                 seconds=round(seconds, 2), source=sub.source)
 
     def _checked(self, ctx: Context):
-        """The hidden checks on one context, within the judge's limit (a little past its deadline: the replay
-        stops itself at the deadline; the margin is for whatever else might not). A session that overran is
+        """The hidden checks on one context, within the judge's limit (a little past its budget: the replay
+        stops itself when the budget is spent; the margin is for whatever else might not). A session that overran is
         abandoned and a new one started for the rest of the batch."""
         try:
-            return self.checks.run(ctx, timeout=self.assignment.judge.seconds + JUDGE_GRACE)
+            return self.checks.run(ctx, ctx.budget, grace=JUDGE_GRACE)
         except ChecksTimedOut:
             self.checks = CheckSession(self.assignment)
             raise
@@ -244,7 +245,7 @@ class Grader:
         with another seed and keep the better accuracy check."""
         run, obs = self.sandboxed(clean, replace(self.settings, seed_offset=self.settings.seed_offset + 1))
         again = self._checked(replace(ctx, run=run, obs=obs, seed=ctx.seed + 1, cache={},
-                                      deadline=time.monotonic() + self.assignment.judge.seconds))
+                                      budget=Budget(self.assignment.judge.seconds)))
         second = {c.name: c for c in again}
         kept = [second[c.name] if c.name == "accuracy" and c.name in second and second[c.name].points > c.points
                 else c for c in checks]
@@ -254,7 +255,7 @@ class Grader:
                              "was trained again with another seed and the better result kept.")
 
 
-JUDGE_GRACE = 10.0  # seconds past the judge's deadline before a check session is given up
+JUDGE_GRACE = 10.0  # seconds past the judge's budget before a check session is given up
 
 
 def judge_limit(seconds: float) -> Message:

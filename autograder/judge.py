@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import replay
+from .budget import Budget
 from .config import Assignment
 from .observe import EVAL_IMAGES, Observations, tensors
 from .results import Message
@@ -50,7 +51,7 @@ class Context:
     probes: dict  # the hidden probe inputs, by function: [(group, args, kwargs), ...]
     seed: int  # the seed the sandboxed run used
     cache: dict = field(default_factory=dict)
-    deadline: float = math.inf  # time.monotonic() past which the judge gives up on this submission
+    budget: Budget = field(default_factory=Budget)  # the judge's time on this submission (budget.py)
     # Trusted forward passes by (images, weights digest). The grader hands one dict to a whole batch: the
     # weights before training are the same for most students (same seed, same layers), so the holdout loss
     # of those is computed once per batch instead of once per student.
@@ -122,7 +123,7 @@ class Context:
                 snapshots.append((None, None))  # a snapshot that could not be read: the chain is broken
             try:
                 self.cache["verdict"] = replay.verify(setup, record.get("events", ""), snapshots,
-                                                      self.trained_state(), self.deadline)
+                                                      self.trained_state(), self.budget)
             except replay.JudgeTimeout:
                 self.cache["judge_timeout"] = True
                 self.cache["verdict"] = replay.Verdict(False, Message(

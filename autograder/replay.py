@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
+from .budget import Budget
 from .results import Message
 
 # Relative difference allowed per tensor at a checkpoint: ||replayed - reported|| <= TOL * ||reported|| + ATOL.
@@ -77,7 +77,7 @@ class Setup:
 
 
 def verify(setup: Setup, events: str, snapshots: list[tuple[int, dict | None]], final: dict | None,
-           deadline: float = math.inf) -> Verdict:
+           budget: Budget | None = None) -> Verdict:
     """Replay `events` stretch by stretch. `snapshots`: (event index, tensors or None when unreadable), in the
     order the run sent them; `final`: the weights the run sent back after training."""
     if not isinstance(events, str) or not set(events) <= EVENTS or (events and events[0] not in "e"):
@@ -100,7 +100,7 @@ def verify(setup: Setup, events: str, snapshots: list[tuple[int, dict | None]], 
         for number, ((start, state), (end, target)) in enumerate(zip(points, points[1:])):
             if not _load(state, params, optimizer):
                 return _refused("途中の重みの記録", "a snapshot of the weights does not fit the lecture's Net")
-            problem = _run(events, start, end, net, params, optimizer, cursor, losses, deadline)
+            problem = _run(events, start, end, net, params, optimizer, cursor, losses, budget)
             if problem:
                 return _diverged(cursor.where(start), problem, events)
             ok, diff, diff_state = _matches(target, params, optimizer, final=number == len(points) - 2)
@@ -157,10 +157,10 @@ class _Cursor:
         return self.events[:index].count("b")
 
 
-def _run(events, start, end, net, params, optimizer, cursor, losses, deadline) -> str | None:
+def _run(events, start, end, net, params, optimizer, cursor, losses, budget) -> str | None:
     output, batch = None, None
     for i in range(start, end):
-        if (i - start) % DEADLINE_EVERY == 0 and time.monotonic() > deadline:
+        if (i - start) % DEADLINE_EVERY == 0 and budget is not None and budget.over():
             raise JudgeTimeout
         e = events[i]
         if e == "b":
