@@ -142,7 +142,8 @@ class _Plugin:
         return self._context
 
     def pytest_configure(self, config):
-        config.addinivalue_line("markers", "check(part, title_ja, title_en, weight=1): one graded hidden check")
+        config.addinivalue_line("markers", "check(part, title_ja, title_en, weight=1, observed=False): one graded "
+                                "hidden check; observed=True when it can only observe the run, not recompute")
 
     def pytest_collectreport(self, report):
         if report.failed:
@@ -231,5 +232,6 @@ def score(outcomes, assignment: Assignment) -> list[CheckResult]:
             max_points = left * mark.kwargs.get("weight", 1.0) / weights[part]
         fraction = min(max(fraction if math.isfinite(fraction) else 0.0, 0.0), 1.0)
         results.append(CheckResult(name=check_name(item), part=part, title=Message(title_ja, title_en),
-                                   points=max_points * fraction, max_points=max_points, message=message))
+                                   points=max_points * fraction, max_points=max_points, message=message,
+                                   observed=bool(mark.kwargs.get("observed", False))))
     return results

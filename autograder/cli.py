@@ -37,7 +37,7 @@ def _grade(args) -> int:
     subs = submissions.collect(Path(args.submissions), assignment=assignment.name)
     out = Path(args.out or Path("out") / assignment.name)
     ids = {s.student_id for s in subs}
-    results = [r for r in grade.grade(assignment, subs, out, options, progress=grade.Progress())
+    results = [r for r in grade.grade(assignment, subs, out, options, progress=grade.Progress(lang=args.lang))
                if r.student_id in ids]
     parts = list(assignment.points)
     report.write_grades_csv(results, out / "grades.csv", parts)

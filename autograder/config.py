@@ -56,7 +56,7 @@ class Accuracy:
 class Harness:
     """Time limits inside a run, below the sandbox's wall time: one hung call costs its part, not the run."""
 
-    cell_seconds: float = 60.0  # executing one answer cell (imports, definitions)
+    cell_seconds: float = 60.0  # executing one graded cell; the cells a student added share this much between them
     call_seconds: float = 10.0  # one call of a student function on a probe; evaluate() gets 4 times this
     train_seconds: float = 240.0  # the whole training run under the budget
 
@@ -69,12 +69,25 @@ class Judge:
 
 
 @dataclass(frozen=True)
+class PartName:
+    """A part's name in the reports, per language. Optional: a part without one is shown by its id."""
+
+    ja: str = ""
+    en: str = ""
+
+
+@dataclass(frozen=True)
 class Assignment:
     name: str
     notebook: str  # file name of the source notebook in the assignment folder
-    module_cells: tuple[str, ...]  # grade_ids of the cells the grader runs, in notebook order
+    module_cells: tuple[str, ...]  # grade_ids of the graded cells: the answer key's module, in notebook order
+    experiment_cells: tuple[str, ...] = ()  # grade_ids of cells the grader never runs (training on MNIST)
+    # cell grade_id -> texts that cell must contain, with this config's values filled in ("{training.epochs}"):
+    # what the notebook tells students about grading. `release --check` fails when they drift apart.
+    claims: dict[str, tuple[str, ...]] = field(default_factory=dict)
     points: dict[str, float] = field(default_factory=dict)  # part -> points; grade cell "test_<part>"
     check_points: dict[str, float] = field(default_factory=dict)  # "part.check" -> fixed points within its part
+    part_names: dict[str, PartName] = field(default_factory=dict)  # part -> its name in the reports (optional)
     training: Training = Training()
     accuracy: Accuracy = Accuracy()
     limits: Limits = Limits()
@@ -108,7 +121,10 @@ def _check_type(value, annotation, where: str):
     if origin is dict:
         if not isinstance(value, dict):
             _wrong(where, "a table", value)
-        return {k: _check_type(v, float, f"{where}.{k}") for k, v in value.items()}
+        kind = typing.get_args(annotation)[1]
+        if dataclasses.is_dataclass(kind):  # a table of tables, e.g. [part_names]: each one checked as a dataclass
+            return {k: _build(kind, v, f"{where}.{k}") for k, v in value.items()}
+        return {k: _check_type(v, kind, f"{where}.{k}") for k, v in value.items()}
     raise AssertionError(f"unsupported annotation {annotation}")
 
 
@@ -172,6 +188,7 @@ def _validate(a: Assignment) -> list[str]:
             problems.append(f"check_points.{key} must be named 'part.check' with a part of [points]")
         elif not 0 <= value <= a.points[part]:
             problems.append(f"check_points.{key} must be between 0 and the part's {a.points[part]:g} points")
+    problems += [f"part_names.{k} must name a part of [points]" for k in a.part_names if k not in a.points]
     for part in a.points:
         fixed = sum(v for k, v in a.check_points.items() if k.split(".")[0] == part)
         if fixed > a.points[part]:
@@ -192,10 +209,24 @@ def _validate(a: Assignment) -> list[str]:
             problems.append(f"harness.{name} must be positive")
     if a.judge.seconds <= 0:
         problems.append("judge.seconds must be positive")
+    problems += [f"experiment_cells: {gid!r} is also one of module_cells" for gid in a.experiment_cells
+                 if gid in a.module_cells]
+    for gid, texts in a.claims.items():
+        for text in texts:
+            try:
+                claim(text, a)
+            except (AttributeError, KeyError, IndexError, ValueError) as exc:
+                problems.append(f"claims.{gid}: {text!r} cannot be filled in from this config ({exc!r})")
     for name in ("wall_seconds", "memory_mb", "processes", "output_bytes", "scratch_mb"):
         if getattr(a.limits, name) <= 0:
             problems.append(f"limits.{name} must be positive")
     return problems
+
+
+def claim(text: str, a: Assignment) -> str:
+    """A claim of [claims] with the config's values in it: "EPOCHS = {training.epochs}" -> "EPOCHS = 1"."""
+    return text.format(training=a.training, accuracy=a.accuracy, harness=a.harness, limits=a.limits,
+                       points=a.points)
 
 
 def find(name: str, *, root: Path = ASSIGNMENTS_DIR) -> Assignment:

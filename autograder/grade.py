@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,9 +27,10 @@ from . import forkserver, observe, reference, replay
 from .config import Assignment
 from .budget import Budget
 from .checks import ChecksTimedOut, CheckSession
-from .judge import Context, TrustedData
+from .judge import Context, TrustedData, describe_error
 from .observe import DataDir, RunSettings
-from .results import CRASHED, GRADED, LIMIT, Message, ResultStore, SubmissionResult, invalid
+from .results import (CRASHED, GRADED, LIMIT, Message, ResultStore, SubmissionResult, fingerprint, graded_again,
+                      invalid, part_titles)
 from .forkserver import ForkServerGone
 from .sandbox import RunResult, TurnCancelled
 from .sanitize import UnusableNotebook, sanitize
@@ -191,7 +193,7 @@ class Grader:
                       budget=Budget(limit))
         try:
             checks = self._checked(ctx)
-            notes = list(clean.problems)
+            notes = list(clean.problems) + added_cell_notes(clean, obs)
             if self._near_threshold(ctx):
                 checks, note = self._second_seed(ctx, clean, checks)
                 notes.append(note)
@@ -258,6 +260,20 @@ class Grader:
 JUDGE_GRACE = 10.0  # seconds past the judge's budget before a check session is given up
 
 
+def added_cell_notes(clean, obs) -> list[Message]:
+    """A note for each cell the student added that failed: it costs only what needed it, which the checks
+    that lost say themselves."""
+    notes = []
+    for cell in clean.cells:
+        record = next((r for r in obs.all("cell") if r.get("id") == cell.grade_id), None) if cell.added else None
+        if record is not None and not record.get("ok"):
+            why = describe_error(record.get("error"), f"{cell.grade_id}（あなたが追加したセル）の実行中に",
+                                 f"running {cell.grade_id}, a cell you added", clean.defined)
+            notes.append(Message(f"{why.ja} このセルの結果を使う部分だけが影響を受けます。",
+                                 f"{why.en} Only what needs this cell's results is affected."))
+    return notes
+
+
 def judge_limit(seconds: float) -> Message:
     return Message(f"採点側の確認が制限時間（{seconds:g} 秒）を超えたため停止しました",
                    f"stopped: checking this submission took longer than the grader's limit of {seconds:g} s")
@@ -278,16 +294,30 @@ def status_of(run, obs) -> tuple[str, Message | None]:
 
 def grade(assignment: Assignment, submissions: list[Submission], out: Path, options: Options,
           progress=None) -> list[SubmissionResult]:
-    """Grade every submission not yet recorded under `out` (all of them with force); return all results."""
+    """Grade every submission not yet recorded under `out` by this assignment as it is now (all of them with
+    force); return every result under `out` that it graded. A recorded result whose fingerprint differs (the
+    config, the hidden checks, the source notebook or the kit changed since) is graded again, and the progress
+    line says how many and why."""
     store = ResultStore(out)
-    todo = []
+    now = fingerprint(assignment)
+    titles = part_titles(assignment)
+
+    def save(result: SubmissionResult) -> SubmissionResult:
+        result = replace(result, fingerprint=now, part_titles=titles)
+        store.save(result)
+        return result
+
+    todo, again = [], Counter()  # again: why -> how many recorded results are graded again for it
     for sub in submissions:
         if store.has(sub.student_id) and not options.force:
-            continue
+            why = store.stale(sub.student_id, now)
+            if why is None:
+                continue
+            again[why] += 1
         if sub.problem or sub.notebook is None:
-            store.save(invalid(sub.student_id, Message(f"提出物を読めません: {sub.problem}",
-                                                        f"the submission cannot be used: {sub.problem}"),
-                               assignment.points, source=sub.source))
+            save(invalid(sub.student_id, Message(f"提出物を読めません: {sub.problem}",
+                                                  f"the submission cannot be used: {sub.problem}"),
+                         assignment.points, source=sub.source))
             continue
         todo.append(sub)
     if progress:
@@ -303,8 +333,7 @@ def grade(assignment: Assignment, submissions: list[Submission], out: Path, opti
                 while pending:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
-                        result = _judged(grader, future, owner[future])
-                        store.save(result)
+                        result = save(_judged(grader, future, owner[future]))
                         if progress:
                             progress.advance(result)
             except BaseException:  # Ctrl-C, or our own failure: stop soon, keep what is saved
@@ -316,7 +345,9 @@ def grade(assignment: Assignment, submissions: list[Submission], out: Path, opti
             grader.close()
     if progress:
         progress.finish()
-    return store.load_all()
+        for why, n in again.items():
+            progress.note(graded_again(n, why))
+    return store.load_all(now)  # results of another fingerprint (students not in this batch) never mix in
 
 
 def _judged(grader: Grader, future, sub: Submission) -> SubmissionResult:
@@ -334,8 +365,9 @@ def _judged(grader: Grader, future, sub: Submission) -> SubmissionResult:
 class Progress:
     """One status line on stderr: count, failures so far, and the time left at the current pace."""
 
-    def __init__(self, stream=sys.stderr):
+    def __init__(self, stream=sys.stderr, lang: str = "en"):
         self.stream, self.total, self.done, self.failed, self.started = stream, 0, 0, 0, time.monotonic()
+        self.lang = lang
 
     def start(self, total: int):
         self.total, self.started = total, time.monotonic()
@@ -350,6 +382,11 @@ class Progress:
         if self.total:
             self.stream.write("\n")
             self.stream.flush()
+
+    def note(self, message: Message):
+        """One line about the batch, after the progress line (in --lang)."""
+        self.stream.write(message.get(self.lang) + "\n")
+        self.stream.flush()
 
     def _draw(self):
         if not self.total:

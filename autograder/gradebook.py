@@ -112,6 +112,13 @@ def _check_results(assignment: Assignment, results: list[SubmissionResult]) -> N
         unknown = sorted(set(r.parts) - set(assignment.points))
         if unknown:  # results of another config: their points have no grade cell to go to
             problems.append(f"{r.student_id!r} has points for parts not in {assignment.name}: {', '.join(unknown)}")
+        elif r.max_parts != assignment.points:  # graded under other points: its scores are out of other maxima
+            now = assignment.points
+            then = [f"{p} out of {v:g} (now {f'{now[p]:g}' if p in now else 'no such part'})"
+                    for p, v in r.max_parts.items() if now.get(p) != v]
+            then += [f"no {p} (now out of {v:g})" for p, v in now.items() if p not in r.max_parts]
+            problems.append(f"{r.student_id!r} was graded under other points than {assignment.name}'s assignment.toml "
+                            f"({', '.join(then)}): grade it again")
     if problems:
         raise GradebookError("; ".join(problems))
 

@@ -37,6 +37,9 @@ def main(plan_path: str) -> None:
     run_submission(torch, plan, emit, data)
 
 
+ADDED_FLOOR = 2.0  # seconds every added cell gets, even after the added cells' shared time is spent
+
+
 def open_channel() -> Emitter:
     # Keep our own copy of the channel; the student's code can still find fd 3, but never our closure.
     out = os.fdopen(os.dup(CHANNEL), "w", encoding="utf-8", buffering=1)
@@ -73,10 +76,22 @@ def use_small_conv_kernels(torch) -> None:
 def run_submission(torch, plan: dict, emit: Emitter, data) -> None:
     """The student's cells, then the plan's probes; never returns."""
     namespace = {"__name__": "submission"}
+    shell = Shell(namespace)
+    # What a notebook has without importing it: IPython's get_ipython() (magics arrive translated by
+    # sanitize.py) and display().
+    namespace.update(get_ipython=lambda: shell, display=lambda *args, **kwargs: None)
     # Taken before any student code runs, so that replacing them afterwards changes nothing we do.
     steps = (Probes.shapes, Probes.device_switch, Probes.net, Probes.training, Probes.evaluate)
+    # The cells a student added share one cell's time between them (at least ADDED_FLOOR each, plenty for
+    # definitions): however many slow experiments a notebook holds, the graded steps keep their time.
+    added_left = plan["cell_seconds"]
     for cell in plan["cells"]:
-        emit("cell", **run_cell(cell, namespace, plan["cell_seconds"]))
+        shell.cell = cell["id"]
+        seconds = max(min(plan["cell_seconds"], added_left), ADDED_FLOOR) if cell.get("added") else plan["cell_seconds"]
+        started = time.perf_counter()
+        emit("cell", **run_cell(cell, namespace, seconds))
+        if cell.get("added"):
+            added_left -= time.perf_counter() - started
 
     probes = Probes(torch, namespace, plan, emit, data)
     for step in steps:
@@ -178,6 +193,35 @@ def time_limit(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
+class Shell:
+    """The part of IPython a graded run offers: sanitize.py has translated each magic with IPython's own
+    transformer into a call on this object. Timing magics run their code; everything else (%matplotlib,
+    %pip, !commands, %%bash, ...) does nothing when grading, and sanitize.py has noted what was skipped."""
+
+    RUNS_ITS_CODE = {"time", "timeit", "capture"}
+
+    def __init__(self, namespace: dict):
+        self.namespace, self.cell = namespace, "?"
+
+    def run_line_magic(self, name, line, *args, **kwargs):
+        if name in self.RUNS_ITS_CODE and isinstance(line, str):
+            exec(compile(line, f"<cell {self.cell}>", "exec"), self.namespace)
+
+    def run_cell_magic(self, name, line, cell, *args, **kwargs):
+        if name in self.RUNS_ITS_CODE and isinstance(cell, str):
+            # One line down: the cell's first line was the magic, so errors name the lines the student sees.
+            exec(compile("\n" + cell, f"<cell {self.cell}>", "exec"), self.namespace)
+
+    def system(self, *args, **kwargs):
+        return None
+
+    def getoutput(self, *args, **kwargs):
+        return []
+
+    def __getattr__(self, name):  # any other IPython API a notebook might touch: a harmless no-op
+        return lambda *args, **kwargs: None
+
+
 def run_cell(cell: dict, namespace: dict, seconds: float) -> dict:
     started = time.perf_counter()
     try:
@@ -185,6 +229,9 @@ def run_cell(cell: dict, namespace: dict, seconds: float) -> dict:
     except SyntaxError as exc:
         return {"id": cell["id"], "ok": False, "error": {"type": "SyntaxError", "message": text(exc.msg),
                                                          "where": [cell["id"], exc.lineno]}}
+    except Exception as exc:  # noqa: BLE001 - ValueError (a NUL), UnicodeError, ...: this cell's failure only
+        return {"id": cell["id"], "ok": False, "error": {"type": type(exc).__name__, "message": text(str(exc)),
+                                                         "where": [cell["id"], None]}}
     try:
         with time_limit(seconds):
             exec(code, namespace)
@@ -208,7 +255,29 @@ def encode(value, depth: int = 0):
         return {"type": "float", "value": value if math.isfinite(value) else repr(value)}
     if isinstance(value, (tuple, list)) and len(value) <= 16 and depth < MAX_DEPTH:
         return {"type": type(value).__name__, "value": [encode(v, depth + 1) for v in value]}
-    return {"type": "other", "repr": text(value), "class": type(value).__name__}
+    out = {"type": "other", "repr": text(value), "class": type(value).__name__}
+    held = scalar(value)
+    if held is not None:
+        out["number"] = held
+    return out
+
+
+def scalar(value):
+    """The number in a one-element tensor or a numpy scalar (judge.number: a value check judges it whatever
+    its type); None for anything else. Only these exact types: a student's own class is not asked."""
+    torch, numpy = sys.modules.get("torch"), sys.modules.get("numpy")
+    try:
+        if torch is not None and type(value) in (torch.Tensor, torch.nn.Parameter) and value.numel() == 1:
+            held = value.item()
+        elif numpy is not None and isinstance(value, numpy.generic) and type(value).__module__ == "numpy":
+            held = value.item()
+        else:
+            return None
+    except Exception:  # noqa: BLE001 - a value that will not say its number is judged as having none
+        return None
+    if isinstance(held, bool) or not isinstance(held, (int, float)):
+        return None
+    return held if math.isfinite(held) else repr(held)
 
 
 class Probes:
@@ -298,6 +367,8 @@ class Probes:
             self.ns[name] = oracle(name)
         try:
             self.seed()
+            if not callable(self.ns.get("Net")):
+                raise NameError("Net is not defined")
             with time_limit(self.seconds):
                 return self.ns["Net"]()
         finally:

@@ -8,8 +8,10 @@ whose labels never enter a sandbox.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import math
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -58,17 +60,22 @@ class Context:
     outputs: dict = field(default_factory=dict)
 
     def cell_error(self, *grade_ids: str) -> Message | None:
-        """Why a needed cell did not run, in the student's terms; None when all ran."""
+        """Why a needed cell did not run, in the student's terms; None when all ran, or when the notebook has
+        no such cell (what it should define may be elsewhere: the probe that needs it says if it is not)."""
         for gid in grade_ids:
-            if gid in self.sanitized.missing:
-                return self.sanitized.missing[gid]
+            if not any(cell.grade_id == gid for cell in self.sanitized.cells):
+                continue
             record = next((r for r in self.obs.all("cell") if r.get("id") == gid), None)
             if record is None:
                 return Message(f"セル {gid} まで実行が進みませんでした（{self.stopped_why().ja}）。",
                                f"grading never reached the cell {gid} ({self.stopped_why().en}).")
             if not record.get("ok"):
-                return describe_error(record.get("error"), f"セル {gid} の実行中に", f"running the cell {gid}")
+                return self.describe(record.get("error"), f"セル {gid} の実行中に", f"running the cell {gid}")
         return None
+
+    def describe(self, error: dict | None, where_ja: str, where_en: str) -> Message:
+        """describe_error, knowing the names this notebook defines (for a NameError's likely meaning)."""
+        return describe_error(error, where_ja, where_en, self.sanitized.defined)
 
     def record(self, kind: str, cell: str, name: str, *, need_ok: bool = True) -> dict:
         """The harness's record of `kind`, or lose the check saying why there is none (or why it failed)."""
@@ -82,8 +89,10 @@ class Context:
         if record is None:
             why = self.stopped_why()
             fail(f"{name} の確認まで到達しませんでした（{why.ja}）。", f"grading never reached {name} ({why.en}).")
-        if need_ok and not record.get("ok"):
-            error = describe_error(record.get("error"), f"{name} の実行中に", f"running {name}")
+        error = record.get("error") if isinstance(record.get("error"), dict) else {}
+        never_ran = error.get("type") == "NameError" and error.get("where") is None  # the harness found no `name`
+        if (need_ok or never_ran) and not record.get("ok"):
+            error = self.describe(record.get("error"), f"{name} の実行中に", f"running {name}")
             fail(error.ja, error.en)
         return record
 
@@ -241,11 +250,41 @@ LIMIT_MESSAGES = {
 }
 
 
-def describe_error(error: dict | None, where_ja: str, where_en: str) -> Message:
+def number(encoded) -> float | int | str | None:
+    """The number a returned value holds, whatever its type (harness.encode): a float or an int as itself, a
+    0-d tensor or a numpy scalar by the number it holds ("nan" and "inf" by name); None for anything else.
+    A value check judges this; only a type check minds the type."""
+    if not isinstance(encoded, dict):
+        return None
+    if encoded.get("type") in ("float", "int"):
+        return encoded.get("value")
+    held = encoded.get("number") if encoded.get("type") == "other" else None
+    return held if isinstance(held, (int, float, str)) and not isinstance(held, bool) else None
+
+
+def type_name(encoded) -> str:
+    """What the report calls a returned value's type: its class for anything but a plain number."""
+    encoded = encoded if isinstance(encoded, dict) else {}
+    return str(encoded.get("class") or encoded.get("type") or "nothing")[:60]
+
+
+def describe_error(error: dict | None, where_ja: str, where_en: str, defined: frozenset[str] = frozenset()) -> Message:
+    """An error of the run in the student's terms. `defined`: the names the notebook defines, for the names
+    a NameError may have meant."""
     error = error if isinstance(error, dict) else {}
     kind, text = str(error.get("type", "Error"))[:60], str(error.get("message", ""))[:300]
     where = error.get("where")
     line = f" ({where[0]}, line {where[1]})" if isinstance(where, list) and len(where) == 2 else ""
+    missing = re.fullmatch(r"(?:name ')?([^\s']+)'? is not defined", text) if kind == "NameError" else None
+    if missing:
+        name = missing.group(1)
+        close = difflib.get_close_matches(name, sorted(defined - {name}), n=2, cutoff=0.6)
+        if close:
+            shown = "、".join(close), ", ".join(close)
+            return Message(f"{name} が見つかりません{line}。名前を変えましたか？（ノートブックには {shown[0]} があります）",
+                           f"{name} was not found{line}: did you rename it? ({shown[1]} is defined in your notebook)")
+        return Message(f"{name} が見つかりません{line}。名前を変えたか、定義したセルを消していませんか？",
+                       f"{name} was not found{line}: did you rename it, or delete the cell that defined it?")
     if kind == "NotImplementedError":
         return Message(f"まだ実装されていません（{where_ja} NotImplementedError）。",
                        f"not implemented yet (NotImplementedError while {where_en}).")

@@ -233,7 +233,7 @@ def plan_for(assignment: Assignment, cells: list[Cell], probes: dict, settings: 
     return {
         "snapshot_every": every,
         "max_snapshots": most,
-        "cells": [{"id": c.grade_id, "source": c.source} for c in cells],
+        "cells": [{"id": c.grade_id, "source": c.source, "added": c.added} for c in cells],
         "threads": settings.threads,
         "device": settings.device,
         "gpu_memory_fraction": settings.gpu_memory_fraction,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import nbformat
 
-from .config import REPO_ROOT, Assignment
+from .config import REPO_ROOT, Assignment, claim
 from .notebook import grade_cells, read_notebook, strip_markers
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,16 @@ def check_source(assignment: Assignment) -> None:
     """The notebook and the config must agree on cells and points before anything is released."""
     nb = read_notebook(assignment.source_notebook)
     cells = grade_cells(nb)
-    problems = [f"module cell {cid!r} (assignment.toml module_cells) is not in the notebook"
-                for cid in assignment.module_cells if cid not in cells]
+    problems = [f"{key} cell {cid!r} (assignment.toml {key}) is not in the notebook"
+                for key in ("module_cells", "experiment_cells") for cid in getattr(assignment, key) if cid not in cells]
+    # The notebook must tell students what grading does: each claim, with the config's values, in its cell.
+    for cid, texts in assignment.claims.items():
+        source = cells[cid].source if cid in cells else None
+        if source is None:
+            problems.append(f"claims name the cell {cid!r}, which is not in the notebook")
+            continue
+        problems += [f"the cell {cid!r} does not say {claim(text, assignment)!r} (assignment.toml [claims]): "
+                     "the notebook and the config disagree" for text in texts if claim(text, assignment) not in source]
     for part, points in assignment.points.items():
         cell = cells.get(f"test_{part}")
         if cell is None:

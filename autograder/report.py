@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import math
 import os
 import statistics
 import unicodedata
@@ -25,8 +26,39 @@ DEFAULT_TITLE = "cnn_mnist"
 
 
 def _num(x: float) -> str:
-    """Points as people write them: 20, 12.5, 7.3214 (no 20.0, no exponent for the small values points take)."""
-    return f"{round(float(x), 4) + 0.0:g}"  # + 0.0 turns -0.0 into 0.0
+    """Points as people write them, two decimals at most: 20, 12.5, 3.57 (no 20.0, no 3.5714, no exponent)."""
+    return f"{float(x) + 0.0:.2f}".rstrip("0").rstrip(".")  # + 0.0 turns -0.0 into 0.0
+
+
+def _cents(values: list[float], total: float) -> list[int]:
+    """`values` in whole cents that add up to `total` rounded to cents: each is rounded down, and the cents still
+    missing go to the largest remainders (the earliest first among equals).
+
+    Why largest remainder rather than rounding each value and showing their sum as the total: the total shown
+    is then the true total rounded, the one grades.csv and the gradebook hold, and every value shown is within a
+    cent of the true one. Rounding each part on its own can make the parts miss the total by a cent per part
+    (three parts of 33.333 show 33.33 each, 99.99 in all, for a total of 100)."""
+    exact = [float(v) * 100 for v in values]
+    target = round(float(total) * 100)
+    shown = [math.floor(x + 1e-6) for x in exact]  # 1e-6: 0.29 * 100 is 28.999999999999996, not below 29
+    missing = target - sum(shown)
+    if not 0 <= missing <= len(values):  # the values do not add up to this total: each rounded on its own
+        return [round(x) for x in exact]
+    for i in sorted(range(len(values)), key=lambda i: (shown[i] - exact[i], i))[:missing]:
+        shown[i] += 1
+    return shown
+
+
+def shown_parts(result: SubmissionResult) -> tuple[dict[str, float], float, dict[str, float], float]:
+    """What the reports show for a result: points per part and the total, then the maxima per part and their
+    total, rounded to cents so that the parts shown add up to the total shown (see _cents)."""
+    names = list(result.max_parts) + [p for p in result.parts if p not in result.max_parts]
+    points = [result.parts.get(p, 0.0) for p in names]
+    most = [result.max_parts.get(p, 0.0) for p in names]
+    earned = dict(zip(names, (c / 100 for c in _cents(points, result.total))))
+    maxima = dict(zip(names, (c / 100 for c in _cents(most, result.max_total))))
+    return ({p: v for p, v in earned.items() if p in result.parts}, round(result.total, 2),
+            {p: v for p, v in maxima.items() if p in result.max_parts}, round(result.max_total, 2))
 
 
 def _write_atomic(path: Path, text: str, *, encoding: str = "utf-8") -> None:
@@ -60,12 +92,13 @@ def grades_rows(results: list[SubmissionResult], parts: list[str]) -> list[list[
     header = ["student_id", *parts, "total", "max_total", "status", "reason", "reason_ja", "seconds"]
     rows = [header]
     for r in results:
+        shown, total, _, max_total = shown_parts(r)
         # A part the result does not have (it was not judged) stays empty rather than pretending to be 0.
-        points = [_num(r.parts[p]) if p in r.parts else "" for p in parts]
+        points = [_num(shown[p]) if p in shown else "" for p in parts]
         reason_en = r.reason.en if r.reason else ""
         reason_ja = r.reason.ja if r.reason else ""
         # Only strings that came from results get the formula guard; the numbers are ours and must stay numbers.
-        rows.append([_cell(r.student_id), *points, _num(r.total), _num(r.max_total), _cell(r.status),
+        rows.append([_cell(r.student_id), *points, _num(total), _num(max_total), _cell(r.status),
                      _cell(reason_en), _cell(reason_ja), f"{r.seconds:.1f}"])
     return rows
 
@@ -132,14 +165,15 @@ def summary_table(results: list[SubmissionResult], parts: list[str]) -> str:
         return "no results"
     max_parts: dict[str, float] = {}
     for r in results:  # the maxima come from the results (invalid rows carry them too); the first one wins
-        max_parts.update({p: v for p, v in r.max_parts.items() if p in parts and p not in max_parts})
+        max_parts.update({p: v for p, v in shown_parts(r)[2].items() if p in parts and p not in max_parts})
     max_total = max(r.max_total for r in results)
 
     header = ["student", *parts, "total", "status"]
     maxima = ["(max)", *[_num(max_parts[p]) if p in max_parts else "" for p in parts], _num(max_total), ""]
+    shown = [shown_parts(r)[:2] for r in results]
     body = [[_truncate(_printable(r.student_id), MAX_ID_WIDTH),
-             *[_num(r.parts[p]) if p in r.parts else "-" for p in parts], _num(r.total), _printable(r.status)]
-            for r in results]
+             *[_num(earned[p]) if p in earned else "-" for p in parts], _num(total), _printable(r.status)]
+            for r, (earned, total) in zip(results, shown)]
     table = [header, maxima, *body]
     widths = [max(_width(row[i]) for row in table) for i in range(len(header))]
     numeric = [False, *[True] * len(parts), True, False]  # numbers right-aligned, text left-aligned
@@ -168,12 +202,14 @@ _TEXT = {
         "part": "パート", "check": "確認項目", "points": "得点", "details": "詳細", "notes": "お知らせ",
         "no_checks": "このパートの確認は実行されませんでした。", "passed": "合格", "failed": "減点",
         "footer": "この結果は自動採点によるものです。疑問があれば TA に問い合わせてください。",
+        "observed": "（実行中の観測による）",
     },
     "en": {
         "heading": "Grading result", "student": "Student", "total": "Total", "status": "Status", "reason": "Reason",
         "part": "Part", "check": "Check", "points": "Points", "details": "Details", "notes": "Notes",
         "no_checks": "No checks of this part were run.", "passed": "passed", "failed": "points lost",
         "footer": "This result was produced by the autograder. Ask your TA if something looks wrong.",
+        "observed": " (observed during your run)",
     },
 }
 _STATUS_TEXT = {
@@ -199,12 +235,31 @@ def _e(s: object) -> str:
     return html.escape(str(s), quote=True)
 
 
+def _parts_in_order(result: SubmissionResult) -> list[str]:
+    """The assignment's order, which is the notebook's (max_parts keeps [points]'s order), then any part that
+    only the checks mention."""
+    return list(result.max_parts) + [p for p in dict.fromkeys(c.part for c in result.checks)
+                                     if p not in result.max_parts]
+
+
+def _part_name(result: SubmissionResult, part: str, lang: str) -> str:
+    """The part's name from [part_names] in this language, else "Part <id>"."""
+    title = result.part_titles.get(part)
+    return (title.get(lang) if title else "") or f"{_TEXT[lang]['part']} {part}"
+
+
+def _title(check, lang: str) -> str:
+    """A check's title, saying so when the grader could only observe it inside the run (not recompute it)."""
+    return check.title.get(lang) + (_TEXT[lang]["observed"] if check.observed else "")
+
+
 def feedback_html(result: SubmissionResult, *, lang: str = "ja", assignment_title: str = DEFAULT_TITLE) -> str:
     """One student's feedback page, in Japanese (default) or English; every value from the result is escaped."""
     if lang not in LANGS:
         raise ValueError(f"lang must be one of {', '.join(LANGS)}, not {lang!r}")
     t = _TEXT[lang]
     status = _STATUS_TEXT[lang].get(result.status, result.status)
+    earned, total, maxima, max_total = shown_parts(result)
     out = [
         "<!DOCTYPE html>",
         f'<html lang="{lang}">',
@@ -216,20 +271,17 @@ def feedback_html(result: SubmissionResult, *, lang: str = "ja", assignment_titl
         f"<h1>{_e(assignment_title)}: {t['heading']}</h1>",
         '<table class="summary">',
         f"<tr><td>{t['student']}</td><td>{_e(result.student_id)}</td></tr>",
-        f"<tr><td>{t['total']}</td><td>{_e(_num(result.total))} / {_e(_num(result.max_total))}</td></tr>",
+        f"<tr><td>{t['total']}</td><td>{_e(_num(total))} / {_e(_num(max_total))}</td></tr>",
         f"<tr><td>{t['status']}</td><td>{_e(status)}</td></tr>",
     ]
     if result.reason:
         out.append(f'<tr><td>{t["reason"]}</td><td class="msg">{_e(result.reason.get(lang))}</td></tr>')
     out.append("</table>")
 
-    # Parts in the assignment's order (max_parts), then any part that only the checks mention.
-    parts = list(result.max_parts) + [p for p in dict.fromkeys(c.part for c in result.checks)
-                                      if p not in result.max_parts]
-    for part in parts:
-        points, most = result.parts.get(part, 0.0), result.max_parts.get(part)
-        score = _num(points) + (f" / {_num(most)}" if most is not None else "")
-        out.append(f"<h2>{t['part']} {_e(part)}: {_e(score)}</h2>")
+    for part in _parts_in_order(result):
+        most = maxima.get(part)
+        score = _num(earned.get(part, 0.0)) + (f" / {_num(most)}" if most is not None else "")
+        out.append(f"<h2>{_e(_part_name(result, part, lang))}: {_e(score)}</h2>")
         checks = [c for c in result.checks if c.part == part]
         if not checks:
             out.append(f"<p>{t['no_checks']}</p>")
@@ -240,7 +292,7 @@ def feedback_html(result: SubmissionResult, *, lang: str = "ja", assignment_titl
                     else f'<span class="lost">✗ {t["failed"]}</span>')
             # The message (expected / observed / hint) only where points were lost: a pass needs no explanation.
             detail = mark + "<br>" + _e(c.message.get(lang)) if c.message and not c.passed else mark
-            out.append(f'<tr><td>{_e(c.title.get(lang))}</td>'
+            out.append(f'<tr><td>{_e(_title(c, lang))}</td>'
                        f'<td class="pts">{_e(_num(c.points))} / {_e(_num(c.max_points))}</td>'
                        f'<td class="msg">{detail}</td></tr>')
         out.append("</table>")
@@ -273,15 +325,16 @@ def write_feedback(results: list[SubmissionResult], folder: str | os.PathLike[st
 def feedback_text(result: SubmissionResult, *, lang: str = "ja") -> str:
     """The same report as the HTML page, as plain text for a terminal (autograder validate)."""
     t = _TEXT[lang]
-    lines = [f"{t['total']}: {_num(result.total)} / {_num(result.max_total)}   "
+    earned, total, maxima, max_total = shown_parts(result)
+    lines = [f"{t['total']}: {_num(total)} / {_num(max_total)}   "
              f"{t['status']}: {_STATUS_TEXT[lang].get(result.status, result.status)}"]
     if result.reason:
         lines.append(f"{t['reason']}: {_printable(result.reason.get(lang))}")
-    for part, most in result.max_parts.items():
-        lines.append(f"\n{t['part']} {part}: {_num(result.parts.get(part, 0.0))} / {_num(most)}")
+    for part, most in maxima.items():
+        lines.append(f"\n{_printable(_part_name(result, part, lang))}: {_num(earned.get(part, 0.0))} / {_num(most)}")
         for c in (c for c in result.checks if c.part == part):
             mark = "✓" if c.passed else "✗"
-            lines.append(f"  {mark} {_printable(c.title.get(lang))}  ({_num(c.points)} / {_num(c.max_points)})")
+            lines.append(f"  {mark} {_printable(_title(c, lang))}  ({_num(c.points)} / {_num(c.max_points)})")
             if c.message and not c.passed:
                 lines.append(f"      {_printable(c.message.get(lang))}")
     if result.notes:

@@ -2,16 +2,29 @@
 
 Each student's result is written the moment it is judged, atomically (temp file + rename), so a batch
 stopped by Ctrl-C or kill -9 resumes with every finished student kept and none counted twice.
+
+Results know what graded them: each records a Fingerprint of the assignment config, the hidden checks, the
+source notebook and the kit's version. A batch resumes only from results whose fingerprint is today's; the
+others are graded again (grade.grade), never mixed with current ones.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .config import Assignment
+
+log = logging.getLogger(__name__)
 
 # Row statuses, from best to worst.
 GRADED = "graded"  # the harness ran to the end; points are what the checks gave
@@ -40,6 +53,9 @@ class CheckResult:
     points: float
     max_points: float
     message: Message | None = None  # why points were lost: expected, observed, a hint; None when passed
+    # True for a check the grader can only observe inside the run (modes, no_grad, .to() calls), not recompute:
+    # the report says so (README, "Threat model").
+    observed: bool = False
 
     @property
     def passed(self) -> bool:
@@ -47,16 +63,80 @@ class CheckResult:
 
 
 @dataclass(frozen=True)
+class Fingerprint:
+    """What graded a result. `digest` covers the other four; they say what changed when it no longer matches."""
+
+    digest: str
+    config: str  # sha256 of assignment.toml
+    hidden: str  # sha256 of every file under hidden/, each with its path relative to hidden/
+    notebook: str  # sha256 of the source notebook
+    kit: str  # autograder.__version__
+
+    def changes(self, now: Fingerprint) -> Message:
+        """What differs between this fingerprint and `now`, as the end of "... graded again: <this>"."""
+        what = [(ja, en) for name, ja, en in (("config", "設定（assignment.toml）", "assignment.toml"),
+                                              ("hidden", "隠しテスト", "the hidden checks"),
+                                              ("notebook", "元のノートブック", "the source notebook"))
+                if getattr(self, name) != getattr(now, name)]
+        if self.kit != now.kit:
+            what.append((f"採点システムの版（{self.kit} → {now.kit}）",
+                         f"the autograder's version ({self.kit} → {now.kit})"))
+        if not what:  # the same parts under another digest: a kit that combined them differently recorded it
+            what = [("結果の記録方法", "how results record what graded them")]
+        en = [e for _, e in what]
+        en = en[0] if len(en) == 1 else ", ".join(en[:-1]) + " and " + en[-1]
+        return Message(f"採点後に{'と'.join(j for j, _ in what)}が変わったため", f"{en} changed since grading")
+
+
+# Why other recorded results are graded again (phrased to follow "N result(s) ... graded again: ").
+UNRECORDED = Message("何で採点されたかが記録されていない（以前の版の記録）ため",
+                     "recorded by an earlier version of the kit, without what graded them")
+UNREADABLE = Message("記録を読めなかったため", "the recorded file could not be read")
+
+
+def graded_again(n: int, why: Message) -> Message:
+    """The batch's line for `n` recorded results graded again for one reason."""
+    return Message(f"{n} 件の結果を採点し直しました: {why.ja}",
+                   f"{n} result{'s were' if n != 1 else ' was'} graded again: {why.en}")
+
+
+# What importing the checks writes into hidden/: derived from the files there, so left out of the fingerprint.
+_DERIVED = ("__pycache__", ".pytest_cache")
+
+
+def fingerprint(assignment: Assignment) -> Fingerprint:
+    """Today's fingerprint of an assignment: its assignment.toml, hidden/ and source notebook, and this kit."""
+    from .config import CONFIG_NAME
+
+    config = hashlib.sha256((assignment.folder / CONFIG_NAME).read_bytes()).hexdigest()
+    hidden = hashlib.sha256()
+    root = assignment.folder / "hidden"
+    files = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*") if p.is_file()
+                   and not any(part in _DERIVED for part in p.relative_to(root).parts) and p.suffix != ".pyc")
+    for name, path in files:
+        data = path.read_bytes()
+        # Path and length framed: moving bytes from one file to the next, or renaming a file, changes the digest.
+        hidden.update(f"{name}\0{len(data)}\0".encode())
+        hidden.update(data)
+    notebook = hashlib.sha256(assignment.source_notebook.read_bytes()).hexdigest()
+    parts = {"config": config, "hidden": hidden.hexdigest(), "notebook": notebook, "kit": __version__}
+    digest = hashlib.sha256("".join(f"{k}={v}\n" for k, v in parts.items()).encode()).hexdigest()
+    return Fingerprint(digest=digest, **parts)
+
+
+@dataclass(frozen=True)
 class SubmissionResult:
     student_id: str
     status: str
     reason: Message | None  # one line for the grades table; None when nothing went wrong
-    parts: dict[str, float]  # part -> points earned
+    parts: dict[str, float]  # part -> points earned, in the assignment's (the notebook's) order
     max_parts: dict[str, float]
     checks: tuple[CheckResult, ...] = ()
     notes: tuple[Message, ...] = ()  # things the student should know that cost no points
     seconds: float = 0.0
     source: str = ""  # where the notebook came from
+    fingerprint: Fingerprint | None = None  # what graded it; None: recorded before results kept that
+    part_titles: dict[str, Message] = field(default_factory=dict)  # part -> its name in the reports, if it has one
 
     @property
     def total(self) -> float:
@@ -67,17 +147,34 @@ class SubmissionResult:
         return round(sum(self.max_parts.values()), 4)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, indent=1, sort_keys=True)
+        # No sort_keys: parts, maxima and titles keep the assignment's order (JSON objects keep theirs when read).
+        return json.dumps(asdict(self), ensure_ascii=False, indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> SubmissionResult:
         d = json.loads(text)
         msg = lambda m: Message(**m) if m else None  # noqa: E731
         checks = tuple(CheckResult(name=c["name"], part=c["part"], title=Message(**c["title"]), points=c["points"],
-                                   max_points=c["max_points"], message=msg(c["message"])) for c in d["checks"])
+                                   max_points=c["max_points"], message=msg(c["message"]),
+                                   observed=c.get("observed", False)) for c in d["checks"])
+        graded_by = d.get("fingerprint")
         return cls(student_id=d["student_id"], status=d["status"], reason=msg(d["reason"]), parts=d["parts"],
                    max_parts=d["max_parts"], checks=checks, notes=tuple(Message(**n) for n in d["notes"]),
-                   seconds=d["seconds"], source=d["source"])
+                   seconds=d["seconds"], source=d["source"],
+                   fingerprint=Fingerprint(**graded_by) if graded_by else None,
+                   part_titles={p: Message(**m) for p, m in d.get("part_titles", {}).items()})
+
+    def stale(self, now: Fingerprint) -> Message | None:
+        """Why this result must be graded again under `now` (None: it still counts)."""
+        if self.fingerprint is None:
+            return UNRECORDED
+        return None if self.fingerprint.digest == now.digest else self.fingerprint.changes(now)
+
+
+def part_titles(assignment: Assignment) -> dict[str, Message]:
+    """The parts' names from [part_names], in the order of [points]; "" where a language has none."""
+    names = assignment.part_names
+    return {p: Message(names[p].ja, names[p].en) for p in assignment.points if p in names}
 
 
 def invalid(student_id: str, reason: Message, max_parts: dict[str, float], *, source: str = "") -> SubmissionResult:
@@ -123,6 +220,22 @@ class ResultStore:
     def load(self, student_id: str) -> SubmissionResult:
         return SubmissionResult.from_json(self.path(student_id).read_text(encoding="utf-8"))
 
-    def load_all(self) -> list[SubmissionResult]:
-        results = [SubmissionResult.from_json(p.read_text(encoding="utf-8")) for p in self._dir.glob("*.json")]
+    def stale(self, student_id: str, now: Fingerprint) -> Message | None:
+        """Why the recorded result of `student_id` must be graded again (None: it counts as it is)."""
+        try:
+            return self.load(student_id).stale(now)
+        except (OSError, ValueError, KeyError, TypeError):  # cut short, or written by something else
+            return UNREADABLE
+
+    def load_all(self, now: Fingerprint | None = None) -> list[SubmissionResult]:
+        """Every readable result, by student id; with `now`, only those it graded (the others are stale)."""
+        results = []
+        for path in self._dir.glob("*.json"):
+            try:
+                result = SubmissionResult.from_json(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("%s cannot be read (%s): left out", path, exc)
+                continue
+            if now is None or result.stale(now) is None:
+                results.append(result)
         return sorted(results, key=lambda r: r.student_id)

@@ -27,6 +27,14 @@ BASE = 'name = "a"\nnotebook = "a.ipynb"\nmodule_cells = ["x"]\n[points]\nshapes
 def test_minimal_config_takes_defaults(tmp_path):
     a = config.load(write(tmp_path, BASE))
     assert a.training.epochs == 1 and a.limits.memory_mb == 3072 and a.folder == tmp_path
+    assert a.part_names == {}  # optional: the reports then name parts by their ids
+
+
+def test_part_names_are_optional_per_part_and_language(tmp_path, assignment):
+    a = config.load(write(tmp_path, BASE + "net = 5\n[part_names]\nnet = { en = 'The network' }\n"))
+    assert a.part_names == {"net": config.PartName(ja="", en="The network")}
+    assert list(assignment.part_names) == list(assignment.points)  # the real lab names every part
+    assert all(n.ja and n.en for n in assignment.part_names.values())
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -39,6 +47,10 @@ def test_minimal_config_takes_defaults(tmp_path):
     ("[grading]\nx = 1\n", "unknown key grading"),
     ("[check_points]\n'shapes.a' = 11\n", "check_points.shapes.a must be between 0 and the part's 10 points"),
     ("[check_points]\n'nope.a' = 1\n", "check_points.nope.a must be named 'part.check'"),
+    ("[part_names]\nshapes = { ja = 'サイズ', fr = 'tailles' }\n", "unknown key fr in [part_names.shapes]"),
+    ("[part_names]\nshapes = 'サイズ'\n", "part_names.shapes must be a table"),
+    ("[part_names]\nshapes = { ja = 1 }\n", "part_names.shapes.ja must be a string"),
+    ("[part_names]\nnope = { ja = 'x' }\n", "part_names.nope must name a part of [points]"),
 ])
 def test_bad_configs_name_the_key(tmp_path, extra, message):
     with pytest.raises(config.ConfigError) as err:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder import gradebook
+from autograder import config, gradebook
 from autograder.results import GRADED, LIMIT, Message, SubmissionResult, invalid
 
 pytest.importorskip("nbgrader")
@@ -20,9 +20,13 @@ pytest.importorskip("nbgrader")
 ALICE, YAMADA, HOSTILE = "alice", "山田 太郎", "<script>alert(1)</script> $(rm -rf ~)"
 
 
-def result(student_id, parts, status=GRADED):
+POINTS = config.find("cnn_mnist").points  # shapes 20, net 25, device 10, training 35, evaluate 10
+
+
+def result(student_id, parts, status=GRADED, maxima=None):
+    """A result graded out of `maxima` (default: today's points of its parts), as grade() records them."""
     return SubmissionResult(student_id=student_id, status=status, reason=None, parts=parts,
-                            max_parts={p: 0.0 for p in parts})
+                            max_parts=dict(maxima) if maxima is not None else {p: POINTS.get(p, 0.0) for p in parts})
 
 
 @pytest.fixture
@@ -146,4 +150,17 @@ def test_refuses_what_would_record_wrong_scores(tmp_path, db_url, assignment, po
     gradebook.record(db_url, assignment, [result(ALICE, dict(points))])
     fewer = dataclasses.replace(assignment, points={p: v for p, v in points.items() if p != "evaluate"})
     with pytest.raises(gradebook.GradebookError, match="test_evaluate"):  # it would inflate max_score
-        gradebook.record(db_url, fewer, [result(ALICE, {"shapes": 1.0})])
+        gradebook.record(db_url, fewer, [result(ALICE, {"shapes": 1.0}, maxima=fewer.points)])
+
+
+def test_refuses_results_graded_out_of_other_maxima(tmp_path, assignment, points):
+    """A result graded before [points] changed holds scores out of the old maxima (evaluate 10 of 5): recording
+    it would show them against today's. grade() grades such results again; record() refuses any that slip by."""
+    halved = dataclasses.replace(assignment, points=points | {"evaluate": 5.0})
+    nowhere = gradebook.default_db_url(tmp_path / "new")
+    with pytest.raises(gradebook.GradebookError, match=r"'alice' was graded under other points than cnn_mnist's "
+                                                       r"assignment.toml \(evaluate out of 10 \(now 5\)\)"):
+        gradebook.record(nowhere, halved, [result(ALICE, dict(points))])
+    with pytest.raises(gradebook.GradebookError, match=r"no evaluate \(now out of 5\)"):
+        gradebook.record(nowhere, halved, [result(ALICE, {p: 0.0 for p in points if p != "evaluate"})])
+    assert not (tmp_path / "new").exists()

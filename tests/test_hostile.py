@@ -139,12 +139,12 @@ def build_cases():
     case(Case("file_nbformat3", "invalid", "unsupported notebook format"), lambda env: json.dumps({"nbformat": 3, "nbformat_minor": 0, "worksheets": [{"cells": []}], "metadata": {}}).encode())
     case(Case("file_non_utf8", "invalid", "not UTF-8"), lambda env: b"\xff\xfe" + key(env)[2:])
     case(Case("file_200mb", "invalid", "larger than"), None)  # written separately: huge outputs
-    case(Case("cell_deleted", "graded", "the answer cell net is missing", "lost:net"), lambda env: edited(lambda nb: _drop_cell(nb, "net")))
+    case(Case("cell_deleted", "graded", "Net was not found", "lost:net"), lambda env: edited(lambda nb: _drop_cell(nb, "net")))
     case(Case("cell_locked_edited", "graded", points="full"), lambda env: edited(_edit_locked))
     case(Case("cell_metadata_tampered", "graded", points="full"), lambda env: edited(_tamper_metadata))
     case(Case("cells_reordered", "graded", points="full"), lambda env: edited(lambda nb: nb["cells"].reverse()))
-    case(Case("cell_to_markdown", "graded", "no longer a code cell", "lost:evaluate"), lambda env: edited(lambda nb: _to_markdown(nb, "evaluate")))
-    case(Case("cell_duplicate_ids", "graded", points="full", notes="the first one is graded"), lambda env: edited(lambda nb: _duplicate(nb, "get_device")))
+    case(Case("cell_to_markdown", "graded", "evaluate was not found", "lost:evaluate", notes="turned into markdown"), lambda env: edited(lambda nb: _to_markdown(nb, "evaluate")))
+    case(Case("cell_duplicate_ids", "graded", points="full", notes="both ran, in notebook order"), lambda env: edited(lambda nb: _duplicate(nb, "get_device")))
     # names
     case(Case("山田 太郎", "graded", points="full"), key)
     case(Case("$(touch pwned); rm -rf ~ |x", "graded", points="full"), key)

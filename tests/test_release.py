@@ -44,8 +44,11 @@ def test_released_notebook_has_no_solution_code_and_no_outputs(assignment):
     for line in SOLUTION_LINES:
         assert line not in code
     nb = nbformat.read(released, as_version=4)
-    stubs = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution")]
+    solution = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution")]
+    stubs = [c for c in solution if c.metadata["nbgrader"]["grade_id"] not in assignment.experiment_cells]
     assert len(stubs) == 6 and all("raise NotImplementedError()" in c.source for c in stubs)
+    # The experiment is the student's to run and edit as it is: released whole, never run by the grader.
+    assert [c.metadata["nbgrader"]["grade_id"] for c in solution if c not in stubs] == list(assignment.experiment_cells)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
     locked = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("locked")]
     assert locked and all(c.metadata["nbgrader"].get("checksum") for c in locked)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import html.parser
+import re
 from urllib.parse import quote
 
 import pytest
@@ -195,3 +196,118 @@ def test_write_feedback_files(tmp_path):
     assert paths[1].name == "%E5%B1%B1%E7%94%B0%20%E5%A4%AA%E9%83%8E.html"
     assert 'lang="en"' in paths[3].read_text(encoding="utf-8")
     assert sorted(p.name for p in (tmp_path / "feedback").iterdir()) == sorted(p.name for p in paths)
+
+
+# ----------------------------------------------------------------------------------- order, names and rounding
+
+THIRDS = {"shapes": 33.333, "net": 33.333, "device": 33.333}  # not alphabetical; three 33.33 would show 99.99
+
+
+def thirds(part_titles=None):
+    return SubmissionResult(student_id="s", status=GRADED, reason=None,
+                            parts={"shapes": 3.3333, "net": 3.3333, "device": 3.3334}, max_parts=dict(THIRDS),
+                            checks=(check("shapes.a", "shapes", 1.6667, 1.6667), check("shapes.b", "shapes", 1.6666, 1.6666),
+                                    check("device.a", "device", 3.3334, 3.3334)),
+                            part_titles=part_titles or {})
+
+
+def headings(page):
+    return re.findall(r"<h2>(.*?)</h2>", page)
+
+
+def test_shown_parts_add_up_to_the_shown_total():
+    earned, total, maxima, max_total = report.shown_parts(thirds())
+    assert (total, max_total) == (10.0, 100.0)  # the true totals (10, 99.999...) rounded
+    assert list(earned) == list(maxima) == ["shapes", "net", "device"]
+    assert round(sum(earned.values()), 2) == total and round(sum(maxima.values()), 2) == max_total
+    assert earned == {"shapes": 3.33, "net": 3.33, "device": 3.34}  # the largest remainder gets the cent
+    assert maxima == {"shapes": 33.34, "net": 33.33, "device": 33.33}  # equal remainders: the earliest first
+    page = report.feedback_html(thirds(), lang="en")
+    assert headings(page) == ["Part shapes: 3.33 / 33.34", "Part net: 3.33 / 33.33", "Part device: 3.34 / 33.33"]
+    assert "10 / 100" in page and "1.67 / 1.67" in page and not re.search(r"\d\.\d{3}", page)
+
+
+def test_report_uses_part_names_in_its_language_and_falls_back_to_the_id():
+    titles = {"shapes": Message("出力サイズの計算", "Output sizes"), "net": Message("", "The network")}
+    ja = report.feedback_html(thirds(titles), lang="ja")
+    assert [h.split(":")[0] for h in headings(ja)] == ["出力サイズの計算", "パート net", "パート device"]
+    en = report.feedback_html(thirds(titles), lang="en")
+    assert [h.split(":")[0] for h in headings(en)] == ["Output sizes", "The network", "Part device"]
+    text = report.feedback_text(thirds(titles), lang="ja")
+    assert "出力サイズの計算: 3.33 / 33.34" in text and "パート net: 3.33 / 33.33" in text
+
+
+def test_csv_and_summary_show_two_decimals_that_add_up():
+    rows = report.grades_rows([thirds()], ["shapes", "net", "device"])
+    assert rows[1][1:6] == ["3.33", "3.33", "3.34", "10", "100"]
+    assert "3.33    3.34     10" in report.summary_table([thirds()], ["shapes", "net", "device"])
+
+
+# A real report: the released notebook with the two size functions answered, one of them wrong about ceil_mode.
+# Nothing else is implemented, so nothing trains: the run takes seconds, and shapes gets 10 of its 12 checks.
+
+@pytest.fixture(scope="module")
+def real_report(tmp_path_factory, mnist_dir, assignment):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import mutants
+    from autograder.config import REPO_ROOT
+    from autograder.notebook import grade_id
+
+    folder = tmp_path_factory.mktemp("class")
+    nb = json.loads(mutants.RELEASED.read_text(encoding="utf-8"))
+    answers = mutants.answers()
+    for cell in nb["cells"]:
+        if grade_id(cell) == "conv2d_output_size":
+            cell["source"] = answers["conv2d_output_size"]
+        elif grade_id(cell) == "pool2d_output_size":
+            cell["source"] = answers["pool2d_output_size"].replace(
+                "o = (span + (s - 1 if ceil_mode else 0)) // s + 1", "o = span // s + 1")
+    mutants.write(nb, folder / "sizes_only.ipynb")
+    out = tmp_path_factory.mktemp("out")
+    run = subprocess.run([sys.executable, "-m", "autograder.cli", "grade", str(folder), "--out", str(out), "--jobs",
+                          "1", "--device", "cpu"], capture_output=True, text=True, cwd=REPO_ROOT,
+                         env={**os.environ, "MNIST_DIR": str(mnist_dir)})  # --lang ja, the default
+    assert run.returncode == 0, run.stderr[-3000:]
+    with (out / "grades.csv").open(encoding="utf-8-sig", newline="") as f:
+        [row] = list(csv.DictReader(f))
+    return (out / "feedback" / "sizes_only.html").read_text(encoding="utf-8"), row
+
+
+def test_real_report_reads_in_notebook_order_with_japanese_names(real_report, assignment):
+    page, _ = real_report
+    names = [h.split(":")[0] for h in headings(page)][:len(assignment.points)]
+    # [points] follows the notebook; the names are [part_names]'s Japanese ones, never the ids.
+    assert names == [assignment.part_names[p].ja for p in assignment.points]
+    assert names[0] == "出力サイズの計算"
+    assert not [p for p in assignment.points if f"パート {p}" in page]
+
+
+def test_real_report_rounds_to_two_decimals_and_adds_up(real_report, assignment):
+    from decimal import Decimal
+
+    page, row = real_report
+    assert not re.search(r"\d\.\d{3}", page)  # no 1.6667, no 3.5714
+    cells = re.findall(r'<td class="pts">(.*?)</td>', page)
+    assert cells and all(re.fullmatch(r"\d+(\.\d\d?)? / \d+(\.\d\d?)?", c) for c in cells)
+    assert any("." in c for c in cells)  # the checks' shares of a part are fractions, shown rounded
+    parts = [Decimal(h.split(": ")[1].split(" / ")[0]) for h in headings(page)[:len(assignment.points)]]
+    total = Decimal(re.search(r"<td>合計</td><td>([\d.]+) / 100</td>", page).group(1))
+    assert 0 < parts[0] < 20 and sum(parts) == total == Decimal(row["total"])
+
+
+def test_a_check_the_grader_only_observed_says_so_in_both_languages():
+    from dataclasses import replace
+
+    seen = replace(check("net.mode", "net", 25, 25), observed=True)
+    result = replace(full(), checks=(check("shapes.conv", "shapes", 20, 20), seen, check("accuracy.test", "accuracy", 15, 15)))
+    en = "".join(parse(report.feedback_html(result, lang="en")).text)
+    ja = "".join(parse(report.feedback_html(result, lang="ja")).text)
+    assert "check net.mode (observed during your run)" in en and "check shapes.conv (observed" not in en
+    assert "net.mode の確認（実行中の観測による）" in ja
+    assert "(observed during your run)" in report.feedback_text(result, lang="en")
+    again = SubmissionResult.from_json(result.to_json())
+    assert [c.observed for c in again.checks] == [False, True, False]

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from autograder.judge import describe_error, fail
+from autograder.judge import fail, number, type_name
 
 
 def device_case(ctx, asked, cuda):
@@ -13,7 +13,7 @@ def device_case(ctx, asked, cuda):
     situation_ja = f"get_device({asked})（CUDA {'あり' if cuda else 'なし'}）"
     situation_en = f"get_device({asked}) with CUDA {'available' if cuda else 'unavailable'}"
     if not case.get("ok"):
-        error = describe_error(case.get("error"), f"{situation_ja} の実行中に", f"running {situation_en}")
+        error = ctx.describe(case.get("error"), f"{situation_ja} の実行中に", f"running {situation_en}")
         fail(error.ja, error.en)
     if not case.get("is_device"):
         fail(f"{situation_ja} が torch.device ではなく {case.get('type')} を返しました。",
@@ -88,13 +88,13 @@ def full_passes(ctx, record) -> int:
     return sum(full)
 
 
-@pytest.mark.check("device", "ミニバッチを device に移す", "every batch moved to the device", weight=2)
+@pytest.mark.check("device", "ミニバッチを device に移す", "every batch moved to the device", weight=2, observed=True)
 def check_batches_moved(ctx):
     record = training(ctx, need_ok=False)
     batches = events(record).count("b")
     if batches == 0:
         if record.get("error"):
-            error = describe_error(record["error"], "train_one_epoch の実行中に", "running train_one_epoch")
+            error = ctx.describe(record["error"], "train_one_epoch の実行中に", "running train_one_epoch")
             fail(error.ja, error.en)
         fail("train_one_epoch が loader からミニバッチを一つも取り出していません。",
              "train_one_epoch never took a batch from the loader.")
@@ -123,7 +123,7 @@ def check_runs(ctx):
                  f"it returned {shown}, not a float: use loss.item() to get a Python number.")
 
 
-@pytest.mark.check("training", "学習モード（model.train()）", "training mode (model.train())")
+@pytest.mark.check("training", "学習モード（model.train()）", "training mode (model.train())", observed=True)
 def check_train_mode(ctx):
     forwards = counts(training(ctx), "forwards")
     if not forwards.get("count"):
@@ -174,15 +174,16 @@ def check_returns_mean(ctx):
     record = training(ctx)
     losses = ctx.training_verdict().last_pass_losses()  # as the replay computed them, not as the run said
     returned = record["returned"][-1] if record.get("returned") else {}
-    if returned.get("type") != "float" or not losses:
-        fail("損失の平均を float で返してください。", "return the mean loss as a float.")
-    if not isinstance(returned.get("value"), (int, float)):  # nan and inf arrive as their names
-        fail(f"train_one_epoch が {returned.get('value')} を返しました。このエポックの損失の平均を返してください。",
-             f"train_one_epoch returned {returned.get('value')}, not this epoch's mean loss.")
+    value = number(returned)  # a 0-d tensor with the right mean loses only check_runs, for its type
+    if value is None or not losses:
+        fail("損失の平均を数で返してください。", "return the mean loss as a number (a float).")
+    if not isinstance(value, (int, float)):  # nan and inf arrive as their names
+        fail(f"train_one_epoch が {value} を返しました。このエポックの損失の平均を返してください。",
+             f"train_one_epoch returned {value}, not this epoch's mean loss.")
     mean = sum(losses) / len(losses)
-    if not math.isclose(returned["value"], mean, rel_tol=2e-3, abs_tol=1e-4):
-        fail(f"戻り値 {returned['value']:.4f} がこのエポックの損失の平均と違います。",
-             f"the returned value {returned['value']:.4f} is not this epoch's mean loss.")
+    if not math.isclose(value, mean, rel_tol=2e-3, abs_tol=1e-4):
+        fail(f"戻り値 {value:.4f} がこのエポックの損失の平均と違います。",
+             f"the returned value {value:.4f} is not this epoch's mean loss.")
 
 
 def evaluation(ctx):
@@ -194,8 +195,8 @@ def check_evaluate_returns(ctx):
     value = evaluation(ctx)["returned"] or {}
     if value.get("type") != "float" or not 0 <= value.get("value", -1) <= 1:
         shown = value.get("value", value.get("repr"))
-        fail(f"戻り値 {shown!r}（{value.get('type')}）は 0 以上 1 以下の float ではありません。",
-             f"the returned {shown!r} ({value.get('type')}) is not a float in [0, 1].")
+        fail(f"戻り値 {shown!r}（{type_name(value)}）は 0 以上 1 以下の float ではありません。",
+             f"the returned {shown!r} ({type_name(value)}) is not a float in [0, 1].")
 
 
 @pytest.mark.check("evaluate", "正解率の値が正しい", "the accuracy is right", weight=2)
@@ -208,14 +209,15 @@ def check_evaluate_value(ctx):
     truth = ctx.holdout_accuracy(state) if state else None
     if truth is None:
         fail("評価したモデルの重みを読み取れませんでした。", "the weights of the evaluated model could not be read.")
-    if value.get("type") != "float" or not math.isclose(value["value"], truth, abs_tol=1e-6):
+    held = number(value)  # its type is check_evaluate_returns's business, not this check's
+    if not isinstance(held, (int, float)) or not math.isclose(held, truth, abs_tol=1e-6):
         fail(f"evaluate が {value.get('value', value.get('repr'))!r} を返しましたが、同じモデルとデータの正解率と違います。"
              "正解数をサンプル数で割っているか確認してください。",
              f"evaluate returned {value.get('value', value.get('repr'))!r}, which is not the accuracy of that model on "
              "that data: divide the number of correct predictions by the number of samples.")
 
 
-@pytest.mark.check("evaluate", "評価モード（model.eval()）", "evaluation mode (model.eval())")
+@pytest.mark.check("evaluate", "評価モード（model.eval()）", "evaluation mode (model.eval())", observed=True)
 def check_eval_mode(ctx):
     forwards = evaluation(ctx)["forwards"]
     if forwards["count"] == 0 or forwards["train_mode"]:
@@ -223,7 +225,7 @@ def check_eval_mode(ctx):
              "the model stayed in training mode during evaluation: call model.eval() first.")
 
 
-@pytest.mark.check("evaluate", "勾配を計算しない（torch.no_grad()）", "no gradients (torch.no_grad())")
+@pytest.mark.check("evaluate", "勾配を計算しない（torch.no_grad()）", "no gradients (torch.no_grad())", observed=True)
 def check_no_grad(ctx):
     forwards = evaluation(ctx)["forwards"]
     if forwards["count"] == 0 or forwards["grad_enabled"]:

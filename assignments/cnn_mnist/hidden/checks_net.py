@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from autograder.judge import describe_error, fail
+from autograder.judge import fail
 from autograder.observe import tensors
 
 LAYERS = {
@@ -22,7 +22,7 @@ def built(ctx):
 
 def forward_output(ctx, record):
     if record.get("forward_error"):
-        error = describe_error(record["forward_error"], "forward の実行中に", "running forward")
+        error = ctx.describe(record["forward_error"], "forward の実行中に", "running forward")
         fail(error.ja, error.en)
     out = (tensors(record.get("output")) or {}).get("output")
     if out is None:

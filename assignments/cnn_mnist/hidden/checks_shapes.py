@@ -100,6 +100,9 @@ def judge_group(ctx, function, group):
                 fail(f"{call} は ValueError を送出すべきですが、{error.get('type')} が送出されました。{hint_ja}",
                      f"{call} should raise ValueError, but raised {error.get('type')}. {hint_en}")
             continue
+        if not result.get("ok") and error.get("type") == "NameError":
+            missing = ctx.describe(error, f"{call} の実行中に", f"running {call}")
+            fail(missing.ja, missing.en)
         if not result.get("ok"):
             fail(f"{call} で {error.get('type')} が送出されました: {error.get('message', '')}",
                  f"{call} raised {error.get('type')}: {error.get('message', '')}")
