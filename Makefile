@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MNIST_DIR ?= $(wildcard ../shared/data/mnist)
 export MNIST_DIR := $(if $(MNIST_DIR),$(abspath $(MNIST_DIR)),)
 
-.PHONY: demo test install
+.PHONY: demo test test-fast install
 
 demo: $(VENV)/.installed  ## release the assignment, then grade the bundled sample submissions
 	$(VENV)/bin/autograder release cnn_mnist
@@ -13,6 +13,9 @@ demo: $(VENV)/.installed  ## release the assignment, then grade the bundled samp
 
 test: $(VENV)/.installed  ## run the test suite
 	$(PY) -m pytest -q
+
+test-fast: $(VENV)/.installed  ## the tests without sandboxes, training or notebooks: while working
+	$(PY) -m pytest -q -m "not slow and not sandbox and not notebook"
 
 install: $(VENV)/.installed
 

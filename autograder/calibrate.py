@@ -12,7 +12,7 @@ import statistics
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from .config import REPO_ROOT, Assignment
+from .config import Assignment
 from .grade import Grader, Options
 from .judge import trusted_accuracy
 from .observe import tensors
@@ -40,8 +40,8 @@ def recommend(accuracies: list[float]) -> tuple[float, float]:
 
 
 def calibrate(assignment: Assignment, *, seeds: int, options: Options, progress=None) -> Calibration:
-    key = REPO_ROOT / "solutions" / assignment.name / assignment.notebook
-    clean = sanitize(key.read_bytes(), assignment)
+    # The answer key is the source notebook itself: its solution markers are comments to Python.
+    clean = sanitize(assignment.source_notebook.read_bytes(), assignment)
     grader = Grader(assignment, options)
     try:
         def one(seed: int) -> float:

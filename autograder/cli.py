@@ -8,13 +8,15 @@ import sys
 from pathlib import Path
 
 from . import config
+from .course import Course
 
 
 def _release(args) -> int:
     from . import release
 
-    assignment = config.find(args.assignment)
-    outcomes = release.run(assignment, check=args.check)
+    course = Course.at(args.course)
+    assignment = course.lab(args.assignment)
+    outcomes = release.run(assignment, course, check=args.check)
     stale = [o.path for o in outcomes if o.changed]
     if args.check:
         for path in stale:
@@ -30,12 +32,13 @@ def _release(args) -> int:
 def _grade(args) -> int:
     from . import gradebook, grade, report, submissions
 
-    assignment = config.find(args.assignment)
+    course = Course.at(args.course)
+    assignment = course.lab(args.assignment)
     options = grade.Options(device=grade.resolve_device(args.device), jobs=args.jobs, force=args.force,
                             require_sandbox=args.require_sandbox, fork_server=args.fork_server,
                             threads=args.threads)
     subs = submissions.collect(Path(args.submissions), assignment=assignment.name)
-    out = Path(args.out or Path("out") / assignment.name)
+    out = Path(args.out or course.root / "out" / assignment.name)
     ids = {s.student_id for s in subs}
     results = [r for r in grade.grade(assignment, subs, out, options, progress=grade.Progress(lang=args.lang))
                if r.student_id in ids]
@@ -54,7 +57,7 @@ def _validate(args) -> int:
     from . import grade, report
     from .submissions import Submission
 
-    assignment = config.find(args.assignment)
+    assignment = Course.at(args.course).lab(args.assignment)
     path = Path(args.notebook)
     sub = Submission(student_id=path.stem or "notebook", notebook=path.read_bytes(), source=str(path))
     options = grade.Options(device=grade.resolve_device(args.device), jobs=1, force=True,
@@ -68,7 +71,7 @@ def _validate(args) -> int:
 def _calibrate(args) -> int:
     from . import calibrate, grade
 
-    assignment = config.find(args.assignment)
+    assignment = Course.at(args.course).lab(args.assignment)
     options = grade.Options(device=grade.resolve_device(args.device), jobs=args.jobs, threads=args.threads)
 
     def progress(seed, accuracy):
@@ -87,14 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("release", help="generate the student notebook (nbgrader) and the executed answer key")
-    p.add_argument("assignment", nargs="?", default="cnn_mnist", help="assignment folder name (default: cnn_mnist)")
+    p.add_argument("assignment", nargs="?", help="the lab's folder name (default: the course's only lab)")
+    _course_option(p)
     p.add_argument("--check", action="store_true",
                    help="change nothing; exit 1 and name the files when release/ or solutions/ is stale")
     p.set_defaults(func=_release)
 
     p = commands.add_parser("grade", help="grade a class: sandboxed runs, hidden checks, grades.csv, feedback, gradebook")
     p.add_argument("submissions", help="a folder of <student>.ipynb, nbgrader's submitted/ tree, or a .zip of either")
-    p.add_argument("--assignment", default="cnn_mnist", help="assignment folder name (default: cnn_mnist)")
+    p.add_argument("--assignment", help="the lab's folder name, or a lab folder's path (default: the course's only lab)")
+    _course_option(p)
     _run_options(p)
     _pool_options(p)
     p.add_argument("--out", help="output folder (default: out/<assignment>)")
@@ -104,17 +109,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("validate", help="grade one notebook and print its report (visible checks, accuracy run)")
     p.add_argument("notebook", help="the .ipynb to check")
-    p.add_argument("--assignment", default="cnn_mnist", help="assignment folder name (default: cnn_mnist)")
+    p.add_argument("--assignment", help="the lab's folder name, or a lab folder's path (default: the course's only lab)")
+    _course_option(p)
     _run_options(p)
     p.set_defaults(func=_validate)
 
     p = commands.add_parser("calibrate", help="train the answer key across seeds; recommend an accuracy threshold")
-    p.add_argument("--assignment", default="cnn_mnist", help="assignment folder name (default: cnn_mnist)")
+    p.add_argument("--assignment", help="the lab's folder name, or a lab folder's path (default: the course's only lab)")
+    _course_option(p)
     p.add_argument("--seeds", type=int, default=20, help="how many seeds (default: 20)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="(default: auto)")
     _pool_options(p)
     p.set_defaults(func=_calibrate)
     return parser
+
+
+def _course_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--course", default=".", help="the course folder: assignments/, release/, solutions/ "
+                                                 "(default: the current directory, as with nbgrader)")
 
 
 def _pool_options(p: argparse.ArgumentParser) -> None:

@@ -21,8 +21,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 CONFIG_NAME = "assignment.toml"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-ASSIGNMENTS_DIR = REPO_ROOT / "assignments"
 
 
 class ConfigError(ValueError):
@@ -229,9 +227,9 @@ def claim(text: str, a: Assignment) -> str:
                        points=a.points)
 
 
-def find(name: str, *, root: Path = ASSIGNMENTS_DIR) -> Assignment:
-    """Load the assignment called `name` from the assignments folder (or from a folder path), with a message
-    that lists the choices."""
+def find(name: str, *, root: Path) -> Assignment:
+    """Load the assignment called `name` from the labs folder `root` (course.py), or from a folder path, with
+    a message that lists the choices."""
     if (Path(name) / CONFIG_NAME).is_file() and (os.sep in name or name.startswith(".")):
         return load(Path(name))  # a course kept elsewhere, or a copy with other limits
     folder = Path(root) / name

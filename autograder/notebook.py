@@ -21,8 +21,11 @@ def read_notebook(path: Path) -> nbformat.NotebookNode:
 
 
 def grade_id(cell) -> str | None:
-    meta = cell.get("metadata", {}).get("nbgrader")
-    return meta.get("grade_id") if isinstance(meta, dict) else None
+    """The cell's nbgrader grade_id; None when it has none, however its metadata is (mis)shaped."""
+    metadata = cell.get("metadata") if isinstance(cell, dict) else None
+    meta = metadata.get("nbgrader") if isinstance(metadata, dict) else None
+    gid = meta.get("grade_id") if isinstance(meta, dict) else None
+    return gid if isinstance(gid, str) else None
 
 
 def grade_cells(nb) -> dict[str, nbformat.NotebookNode]:

@@ -20,13 +20,12 @@ from pathlib import Path
 
 import nbformat
 
-from .config import REPO_ROOT, Assignment, claim
+from .files import write_atomic
+from .config import Assignment, claim
+from .course import Course
 from .notebook import grade_cells, read_notebook, strip_markers
 
 log = logging.getLogger(__name__)
-
-RELEASE_DIR = REPO_ROOT / "release"
-SOLUTIONS_DIR = REPO_ROOT / "solutions"
 
 
 class ReleaseError(RuntimeError):
@@ -111,9 +110,10 @@ def answer_key(assignment: Assignment, *, digest: str) -> nbformat.NotebookNode:
     return nb
 
 
-def run(assignment: Assignment, *, check: bool = False, release_dir: Path = RELEASE_DIR,
-        solutions_dir: Path = SOLUTIONS_DIR) -> list[Outcome]:
-    """Bring release/ and solutions/ up to date with the source (or, with check, only report what is stale)."""
+def run(assignment: Assignment, course: Course, *, check: bool = False) -> list[Outcome]:
+    """Bring the course's release/ and solutions/ up to date with the lab's source (or, with check, only
+    report what is stale)."""
+    release_dir, solutions_dir = course.release_dir, course.solutions_dir
     check_source(assignment)
     outcomes = []
 
@@ -122,7 +122,7 @@ def run(assignment: Assignment, *, check: bool = False, release_dir: Path = RELE
     stale = not target.is_file() or target.read_text(encoding="utf-8") != text
     if stale and not check:
         target.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(target, text)
+        write_atomic(target, text)
     outcomes.append(Outcome(target, stale))
 
     key = Path(solutions_dir) / assignment.name / assignment.notebook
@@ -134,7 +134,7 @@ def run(assignment: Assignment, *, check: bool = False, release_dir: Path = RELE
     if stale and not check:
         log.info("executing the answer key %s (this trains the network)", key)
         key.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(key, nbformat.writes(answer_key(assignment, digest=digest)) + "\n")
+        write_atomic(key, nbformat.writes(answer_key(assignment, digest=digest)) + "\n")
     outcomes.append(Outcome(key, stale))
     return outcomes
 
@@ -150,7 +150,3 @@ def _venv_on_path():
         os.environ["PATH"] = saved
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

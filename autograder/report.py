@@ -16,10 +16,11 @@ import statistics
 import unicodedata
 from pathlib import Path
 
+from .files import write_atomic
 from .results import CRASHED, GRADED, INVALID, LIMIT, STATUSES, SubmissionResult, file_stem
 
 LANGS = ("ja", "en")
-DEFAULT_TITLE = "cnn_mnist"
+DEFAULT_TITLE = ""  # the lab's name, given by whoever writes the pages (cli: the assignment's name)
 
 # --------------------------------------------------------------------------------------------------------------
 # Small shared helpers
@@ -59,20 +60,6 @@ def shown_parts(result: SubmissionResult) -> tuple[dict[str, float], float, dict
     maxima = dict(zip(names, (c / 100 for c in _cents(most, result.max_total))))
     return ({p: v for p, v in earned.items() if p in result.parts}, round(result.total, 2),
             {p: v for p, v in maxima.items() if p in result.max_parts}, round(result.max_total, 2))
-
-
-def _write_atomic(path: Path, text: str, *, encoding: str = "utf-8") -> None:
-    """Write via a temp file and rename, so a reader (or a crash) never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", encoding=encoding, newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # only left behind when writing failed
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -115,7 +102,7 @@ def write_grades_csv(results: list[SubmissionResult], path: str | os.PathLike[st
     buf = io.StringIO()
     csv.writer(buf).writerows(grades_rows(results, parts))
     path = Path(path)
-    _write_atomic(path, buf.getvalue(), encoding="utf-8-sig" if bom else "utf-8")
+    write_atomic(path, buf.getvalue(), encoding="utf-8-sig" if bom else "utf-8")
     return path
 
 
@@ -265,10 +252,10 @@ def feedback_html(result: SubmissionResult, *, lang: str = "ja", assignment_titl
         f'<html lang="{lang}">',
         '<head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(assignment_title)} — {_e(result.student_id)}</title>",
+        f"<title>{_e(assignment_title + ' — ' if assignment_title else '')}{_e(result.student_id)}</title>",
         f"<style>{_CSS}</style></head>",
         "<body>",
-        f"<h1>{_e(assignment_title)}: {t['heading']}</h1>",
+        f"<h1>{_e(assignment_title + ': ' if assignment_title else '')}{t['heading']}</h1>",
         '<table class="summary">',
         f"<tr><td>{t['student']}</td><td>{_e(result.student_id)}</td></tr>",
         f"<tr><td>{t['total']}</td><td>{_e(_num(total))} / {_e(_num(max_total))}</td></tr>",
@@ -317,7 +304,7 @@ def write_feedback(results: list[SubmissionResult], folder: str | os.PathLike[st
     for r in results:
         path = feedback_path(folder, r.student_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, feedback_html(r, lang=lang, assignment_title=assignment_title))
+        write_atomic(path, feedback_html(r, lang=lang, assignment_title=assignment_title))
         paths.append(path)
     return paths
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from . import __version__
+from .files import write_atomic
 
 if TYPE_CHECKING:
     from .config import Assignment
@@ -209,13 +209,7 @@ class ResultStore:
         return self.path(student_id).is_file()
 
     def save(self, result: SubmissionResult) -> None:
-        path = self.path(result.student_id)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(result.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic: a reader sees the old result or the new one, never half
+        write_atomic(self.path(result.student_id), result.to_json())  # a reader sees the old or the new, never half
 
     def load(self, student_id: str) -> SubmissionResult:
         return SubmissionResult.from_json(self.path(student_id).read_text(encoding="utf-8"))

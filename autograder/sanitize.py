@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 
 from .config import Assignment
-from .notebook import read_notebook, strip_markers
+from .notebook import grade_id, read_notebook, strip_markers
 from .results import Message
 
 class UnusableNotebook(ValueError):
@@ -109,7 +109,7 @@ def sanitize(raw: bytes, assignment: Assignment) -> Sanitized:
     sources = {number: _text(_source(cell), number, notes) for number, cell in code}
     known: dict[int, str] = {}
     for number, cell in code:
-        gid = _grade_id(cell)
+        gid = grade_id(cell)
         if gid in by_gid and gid not in known.values():
             known[number] = gid
         elif gid in by_gid and by_gid[gid].role == "answer":  # a copy (Jupyter copies metadata with a cell)
@@ -117,7 +117,7 @@ def sanitize(raw: bytes, assignment: Assignment) -> Sanitized:
                                  f"there is more than one answer cell {gid} (cell {number} too): both ran, in "
                                  "notebook order, as Run All would run them."))
     for cell in nb["cells"]:
-        gid = _grade_id(cell)
+        gid = grade_id(cell)
         if cell.get("cell_type") != "code" and gid in by_gid and by_gid[gid].role == "answer":
             notes.append(Message(f"解答セル {gid} が Markdown セルに変わっていたため、実行していません。",
                                  f"the answer cell {gid} had been turned into markdown, so it was not run."))
@@ -170,12 +170,6 @@ def _course_cells(assignment: Assignment) -> list[_CourseCell]:
         source = strip_markers(cell.source)
         out.append(_CourseCell(gid, role, position, source, _names(source)))
     return out
-
-
-def _grade_id(cell: dict) -> str | None:
-    meta = cell.get("metadata", {}).get("nbgrader") if isinstance(cell.get("metadata"), dict) else None
-    gid = meta.get("grade_id") if isinstance(meta, dict) else None
-    return gid if isinstance(gid, str) else None
 
 
 def _recognise(source: str, course: list[_CourseCell], taken: set[str]) -> str | None:

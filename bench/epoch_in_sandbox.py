@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parent.parent
 CORES = os.cpu_count() or 1
 sys.path.insert(0, str(REPO))
 
-from autograder import config, forkserver, harness, mnist, observe, reference, sandbox  # noqa: E402
+from autograder import forkserver, harness, mnist, observe, reference, sandbox  # noqa: E402
+from autograder.course import Course  # noqa: E402
 from autograder.sanitize import sanitize  # noqa: E402
 
 
@@ -138,10 +139,10 @@ def main() -> int:
     parser.add_argument("--default-kernels", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.floor_child:
-        print(*floor_epoch(config.find("cnn_mnist"), args.threads, _wait_for_go if args.wait_go else None,
+        print(*floor_epoch(Course.at(REPO).lab("cnn_mnist"), args.threads, _wait_for_go if args.wait_go else None,
                            args.default_kernels))
         return 0
-    assignment = config.find("cnn_mnist")
+    assignment = Course.at(REPO).lab("cnn_mnist")
     clean = sanitize((REPO / "solutions" / "cnn_mnist" / "cnn_mnist.ipynb").read_bytes(), assignment)
     probes = observe.load_probes(assignment)
     data = observe.DataDir()

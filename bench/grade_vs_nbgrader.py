@@ -525,14 +525,14 @@ def main(argv: list[str] | None = None) -> int:
     import nbgrader
     import torch
 
-    from autograder import config
+    from autograder.course import Course
 
     global METER
     METER = Meter()
     default_threads = torch.get_num_threads()
     command = shlex.join([sys.executable, *sys.argv])
     cores = os.cpu_count() or 1
-    assignment = config.find(ASSIGNMENT)
+    assignment = Course.at(REPO).lab(ASSIGNMENT)
     tmp = Path(tempfile.mkdtemp(prefix="bench-grade-vs-nbgrader-"))
     log(f"command: {command}")
     log(f"load average at start: {loadavg()}")

@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # the loops of tests/test_replay.py, used read-only
 
-from autograder import config, judge, mnist, reference, replay  # noqa: E402
+from autograder import judge, mnist, reference, replay  # noqa: E402
+from autograder.course import Course  # noqa: E402
 from test_replay import SoftmaxThenLog, textbook  # noqa: E402
 
 
@@ -72,7 +73,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default: 0 1 2)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    assignment = config.find("cnn_mnist")
+    assignment = Course.at(REPO).lab("cnn_mnist")
     t, ref = assignment.training, reference.load(assignment)
     train = mnist.load_split("train")
     n = len(train.labels) - t.holdout

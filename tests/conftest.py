@@ -7,15 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from autograder import config, forkserver
+from autograder import forkserver
 from autograder.grade import Grader, Options
+
+from repo import COURSE
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
 def assignment():
-    return config.find("cnn_mnist")
+    return COURSE.lab("cnn_mnist")
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from autograder.config import REPO_ROOT
 from autograder.notebook import grade_id, strip_markers
+
+from repo import REPO_ROOT
 
 RELEASED = REPO_ROOT / "release" / "cnn_mnist" / "cnn_mnist.ipynb"
 SOURCE = REPO_ROOT / "assignments" / "cnn_mnist" / "cnn_mnist.ipynb"

@@ -8,11 +8,14 @@ import sys
 import threading
 import time
 
+import pytest
+
 from autograder.budget import Budget, run_delay
 
 SPIN = "import os\nos.sched_setaffinity(0, {%d})\nwhile True:\n    pass\n"
 
 
+@pytest.mark.slow
 def test_a_starved_judge_is_charged_for_its_work_not_its_wait():
     # The judge runs at nice +19 (checks.py); here a busy process at nice 0 shares
     # its one core, so the judge gets about 1/70 of it.

@@ -56,7 +56,7 @@ def course(tmp_path, assignment, files: dict[str, str]):
     (folder / "hidden").mkdir()
     for name, text in files.items():
         (folder / "hidden" / name).write_text(textwrap.dedent(text), encoding="utf-8")
-    return config.find(str(folder))
+    return config.load(folder)
 
 
 def by_name(results):

@@ -29,6 +29,8 @@ from autograder.sanitize import Cell
 
 from test_sandbox import pids_with
 
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
+
 PY = sys.executable
 MEMORY_MB = 1024
 MACHINE = platform.machine()
@@ -389,9 +391,10 @@ key = libc.syscall(L(NR["add_key"]), ctypes.c_char_p(b"user"), ctypes.c_char_p(b
 assert key > 0, os.strerror(ctypes.get_errno())
 seen = {}
 if FORK:
-    from autograder import config, observe
+    from autograder import observe
+    from autograder.course import Course
     from autograder.sanitize import Cell
-    a = config.find("cnn_mnist")
+    a = Course.at(ROOT).lab("cnn_mnist")
     settings, data = observe.RunSettings(), observe.DataDir()
     server = observe.start_fork_server(a, settings, data)
     plan = observe.plan_for(a, [Cell("setup", "import functools\nprint = functools.partial(print, flush=True)\n"

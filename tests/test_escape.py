@@ -27,6 +27,8 @@ from autograder.results import ResultStore
 
 import mutants
 
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
+
 MEMORY_MB = 1500
 
 MEMFD_HOG = r'''

@@ -18,13 +18,13 @@ import pytest
 
 import autograder
 from autograder import config, gradebook
-from autograder.config import REPO_ROOT
 from autograder.grade import Progress
 from autograder.config import tomllib
 from autograder.results import (UNRECORDED, UNREADABLE, Fingerprint, Message, ResultStore, SubmissionResult,
                                 fingerprint, graded_again, invalid)
 
 import mutants
+from repo import REPO_ROOT
 
 
 def test_the_kit_version_is_pyproject_s():
@@ -168,11 +168,15 @@ def regraded(tmp_path_factory, mnist_dir):
             "course": config.load(edited)}
 
 
+@pytest.mark.sandbox
+@pytest.mark.slow
 def test_an_unchanged_course_reuses_every_result(regraded):
     assert "graded again" not in regraded["same"].stderr
     assert regraded["after_same"] == regraded["before"]
 
 
+@pytest.mark.sandbox
+@pytest.mark.slow
 def test_results_of_other_points_are_graded_again_and_said_so(regraded):
     course, out = regraded["course"], regraded["out"]
     stderr = regraded["edited"].stderr
@@ -188,6 +192,8 @@ def test_results_of_other_points_are_graded_again_and_said_so(regraded):
     assert results[1].status == "graded" and results[1].checks  # really run again, not only relabelled
 
 
+@pytest.mark.sandbox
+@pytest.mark.slow
 def test_grades_csv_and_gradebook_show_only_today_s_maxima(regraded):
     course, out = regraded["course"], regraded["out"]
     with (out / "grades.csv").open(encoding="utf-8-sig", newline="") as f:

@@ -27,6 +27,8 @@ from autograder.results import ResultStore
 
 import mutants
 
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
+
 BROKEN_TRAIN = "def train_one_epoch(model, loader, optimizer, device):\n    return 0.0\n"
 BROKEN_EVALUATE = "def evaluate(model, loader, device):\n    return 1.0\n"
 

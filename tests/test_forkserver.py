@@ -9,11 +9,16 @@ import signal
 import time
 from dataclasses import replace
 
+import pytest
+
 from autograder import observe
 from autograder.grade import Grader, Options
 from autograder.sanitize import Cell
-from autograder.config import REPO_ROOT
 from autograder.submissions import Submission
+
+from repo import REPO_ROOT
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
 
 def answer_key() -> Submission:

@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 
 from autograder import gradebook
-from autograder.config import REPO_ROOT
 from autograder.results import ResultStore
 
 import mutants
+from repo import REPO_ROOT
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
 CLI = [sys.executable, "-m", "autograder.cli"]
 

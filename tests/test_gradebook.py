@@ -12,15 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from autograder import config, gradebook
+from autograder import gradebook
 from autograder.results import GRADED, LIMIT, Message, SubmissionResult, invalid
+
+from repo import COURSE
 
 pytest.importorskip("nbgrader")
 
 ALICE, YAMADA, HOSTILE = "alice", "山田 太郎", "<script>alert(1)</script> $(rm -rf ~)"
 
 
-POINTS = config.find("cnn_mnist").points  # shapes 20, net 25, device 10, training 35, evaluate 10
+POINTS = COURSE.lab("cnn_mnist").points  # shapes 20, net 25, device 10, training 35, evaluate 10
 
 
 def result(student_id, parts, status=GRADED, maxima=None):
@@ -90,6 +92,7 @@ def scores(db_url, assignment, student):
                 gb.find_submission_notebook("cnn_mnist", assignment.name, student).grades}
 
 
+@pytest.mark.notebook
 def test_record_then_export_and_rerun(tmp_path, db_url, assignment, points):
     assert db_url == f"sqlite:///{tmp_path.resolve() / 'gradebook.db'}"
     gradebook.record(db_url, assignment, batch(points))

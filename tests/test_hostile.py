@@ -21,10 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from autograder.config import REPO_ROOT
 from autograder.results import ResultStore
 
 import mutants
+from repo import REPO_ROOT
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
 WALL = 45  # the corpus' sandbox wall time (s); margins below are stated against it
 MARGIN = 15

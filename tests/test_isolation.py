@@ -13,9 +13,12 @@ import threading
 import pytest
 
 from autograder import forkserver, observe
-from autograder.config import REPO_ROOT
 from autograder.grade import Grader, Options
 from autograder.sanitize import Cell
+
+from repo import REPO_ROOT
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
 PROBE = r'''
 import json, os, socket

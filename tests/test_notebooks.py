@@ -9,8 +9,11 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from autograder.config import REPO_ROOT
 from autograder.notebook import grade_id
+
+from repo import REPO_ROOT
+
+pytestmark = [pytest.mark.notebook, pytest.mark.slow]
 
 
 def execute(path, cwd, monkeypatch, mnist_dir):

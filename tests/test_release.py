@@ -12,7 +12,9 @@ import nbformat
 import pytest
 
 from autograder import release
-from autograder.config import REPO_ROOT
+from autograder.course import Course
+
+from repo import COURSE, REPO_ROOT
 
 # Lines that only the instructor's solution contains: none may reach the student notebook.
 SOLUTION_LINES = [
@@ -55,6 +57,7 @@ def test_released_notebook_has_no_solution_code_and_no_outputs(assignment):
     assert all(c.metadata.get("deletable") is False for c in locked)
 
 
+@pytest.mark.notebook
 def test_release_check_passes_on_the_committed_tree():
     run = subprocess.run([sys.executable, "-m", "autograder.cli", "release", "--check"], capture_output=True,
                          text=True, cwd=REPO_ROOT)
@@ -62,16 +65,17 @@ def test_release_check_passes_on_the_committed_tree():
     assert "up to date" in run.stdout
 
 
+@pytest.mark.notebook
 def test_release_twice_changes_nothing(assignment, tmp_path):
-    rel, sol = tmp_path / "release", tmp_path / "solutions"
-    shutil.copytree(REPO_ROOT / "release", rel)
-    shutil.copytree(REPO_ROOT / "solutions", sol)
+    shutil.copytree(REPO_ROOT / "release", tmp_path / "release")
+    shutil.copytree(REPO_ROOT / "solutions", tmp_path / "solutions")
     before = {p: p.read_bytes() for p in tmp_path.rglob("*.ipynb")}
-    outcomes = release.run(assignment, release_dir=rel, solutions_dir=sol)
+    outcomes = release.run(assignment, Course.at(tmp_path))
     assert [o.changed for o in outcomes] == [False, False]
     assert {p: p.read_bytes() for p in tmp_path.rglob("*.ipynb")} == before
 
 
+@pytest.mark.notebook
 def test_check_names_stale_files(assignment, tmp_path):
     folder = tmp_path / assignment.name
     shutil.copytree(assignment.folder, folder)
@@ -79,7 +83,7 @@ def test_check_names_stale_files(assignment, tmp_path):
     nb["cells"][0]["source"] = ["# changed title\n"]
     (folder / assignment.notebook).write_text(json.dumps(nb))
     changed = dataclasses.replace(assignment, folder=folder)
-    outcomes = release.run(changed, check=True)
+    outcomes = release.run(changed, COURSE, check=True)
     assert [o.changed for o in outcomes] == [True, True]
     assert outcomes[0].path == REPO_ROOT / "release" / assignment.name / assignment.notebook
     assert not (tmp_path / "release").exists()  # check writes nothing

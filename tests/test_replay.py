@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from autograder import harness, judge, mnist, observe, reference, replay
 from autograder.budget import Budget
 
+pytestmark = [pytest.mark.slow]
+
 EPOCH = 50_000  # the training images the grader trains on (the rest is held out)
 
 

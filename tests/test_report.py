@@ -254,7 +254,7 @@ def real_report(tmp_path_factory, mnist_dir, assignment):
     import sys
 
     import mutants
-    from autograder.config import REPO_ROOT
+    from repo import REPO_ROOT
     from autograder.notebook import grade_id
 
     folder = tmp_path_factory.mktemp("class")
@@ -277,6 +277,8 @@ def real_report(tmp_path_factory, mnist_dir, assignment):
     return (out / "feedback" / "sizes_only.html").read_text(encoding="utf-8"), row
 
 
+@pytest.mark.sandbox
+@pytest.mark.slow
 def test_real_report_reads_in_notebook_order_with_japanese_names(real_report, assignment):
     page, _ = real_report
     names = [h.split(":")[0] for h in headings(page)][:len(assignment.points)]
@@ -286,6 +288,8 @@ def test_real_report_reads_in_notebook_order_with_japanese_names(real_report, as
     assert not [p for p in assignment.points if f"パート {p}" in page]
 
 
+@pytest.mark.sandbox
+@pytest.mark.slow
 def test_real_report_rounds_to_two_decimals_and_adds_up(real_report, assignment):
     from decimal import Decimal
 

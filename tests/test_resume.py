@@ -9,10 +9,14 @@ import subprocess
 import sys
 import time
 
-from autograder.config import REPO_ROOT
+import pytest
+
 from autograder.results import ResultStore
 
 import mutants
+from repo import REPO_ROOT
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
 
 def start_batch(tmp_path, mnist_dir, students):

@@ -22,6 +22,8 @@ import pytest
 from autograder import sandbox as sb
 from autograder.sandbox import Limits, Mount, SandboxUnavailable, bwrap_available, run_sandboxed
 
+pytestmark = [pytest.mark.sandbox]
+
 PY = sys.executable
 LIMITS = Limits(wall_seconds=60)
 
@@ -296,6 +298,18 @@ def test_large_output_is_truncated_without_hanging(need_bwrap):
     assert len(r.stdout) == 500_000 and set(r.stdout) <= {"x", "\n"}
     assert r.stderr == "finished\n"
     assert r.seconds < 30
+
+
+def test_output_pipes_hold_a_megabyte(need_bwrap):
+    """The grader drains output in rounds that each need the GIL: 1 MB pipes make a gigabyte of print() a
+    thousand rounds, not sixteen thousand (sandbox._READ_CHUNK; bench/pipe_drain.py measures the difference)."""
+    r = py("""
+        import fcntl, sys
+        print(*(fcntl.fcntl(f.fileno(), fcntl.F_GETPIPE_SZ) for f in (sys.stdout, sys.stderr)))
+        print(fcntl.fcntl(3, fcntl.F_GETPIPE_SZ))
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(1 << 20)] * 3
 
 
 def test_data_channel_round_trip(need_bwrap):

@@ -1,0 +1,73 @@
+"""A course is a folder, as with nbgrader: the labs' sources, their student release, their answer keys, and
+whatever grading writes. The current directory by default (`--course DIR` names another): the kit itself
+refers to no checkout, so an installed kit grades any instructor's course.
+
+    <course>/
+      course.toml          optional: other names for the three folders below (keys source, release, solutions)
+      assignments/<lab>/   one folder per lab: assignment.toml, the source notebook, hidden/ (config.py)
+      release/<lab>/       the student notebook, written by `autograder release`
+      solutions/<lab>/     the executed answer key, written by `autograder release`
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from . import config
+from .config import Assignment, ConfigError, tomllib
+
+COURSE_FILE = "course.toml"
+
+
+@dataclass(frozen=True)
+class Course:
+    root: Path
+    source: str = "assignments"  # nbgrader's "source" folder: one folder per lab
+    release: str = "release"
+    solutions: str = "solutions"
+
+    @classmethod
+    def at(cls, root: Path | str | None = None) -> Course:
+        """The course in `root` (default: the current directory), with its course.toml if it has one."""
+        root = Path(root or ".").resolve()
+        if not root.is_dir():
+            raise ConfigError(f"the course folder {root} does not exist")
+        names = {}
+        if (root / COURSE_FILE).is_file():
+            try:
+                names = tomllib.loads((root / COURSE_FILE).read_text(encoding="utf-8"))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{root / COURSE_FILE}: {exc}") from None
+            known = {f.name for f in fields(cls)} - {"root"}
+            wrong = [k for k, v in names.items() if k not in known or not isinstance(v, str) or not v]
+            if wrong:
+                raise ConfigError(f"{root / COURSE_FILE}: unknown or empty keys {', '.join(wrong)} "
+                                  f"(known: {', '.join(sorted(known))}, each a folder name)")
+        return cls(root, **names)
+
+    @property
+    def labs_dir(self) -> Path:
+        return self.root / self.source
+
+    @property
+    def release_dir(self) -> Path:
+        return self.root / self.release
+
+    @property
+    def solutions_dir(self) -> Path:
+        return self.root / self.solutions
+
+    def labs(self) -> list[str]:
+        return sorted(p.parent.name for p in self.labs_dir.glob(f"*/{config.CONFIG_NAME}"))
+
+    def lab(self, name: str | None = None) -> Assignment:
+        """The lab called `name` (or a lab folder's path); without a name, the course's only lab."""
+        if name is None:
+            labs = self.labs()
+            if len(labs) != 1:
+                raise ConfigError(f"name a lab with --assignment: {self.labs_dir} holds "
+                                  f"{', '.join(labs) if labs else 'none'}"
+                                  + ("" if labs else f" (is {self.root} a course folder? see --course)"))
+            name = labs[0]
+        return config.find(name, root=self.labs_dir)
