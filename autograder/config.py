@@ -101,6 +101,11 @@ class Assignment:
     def source_notebook(self) -> Path:
         return self.folder / self.notebook
 
+    @property
+    def runtime(self) -> Path:
+        """The lab's part of a run, inside the sandbox (no secrets: harness.load_lab loads it there)."""
+        return self.folder / "runtime.py"
+
 
 def _check_type(value, annotation, where: str):
     origin = typing.get_origin(annotation)

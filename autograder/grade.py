@@ -33,7 +33,7 @@ from .results import (CRASHED, GRADED, LIMIT, Message, ResultStore, SubmissionRe
                       invalid, part_titles)
 from .forkserver import ForkServerGone
 from .sandbox import RunResult, TurnCancelled
-from .sanitize import UnusableNotebook, sanitize
+from .sanitize import Sanitized, UnusableNotebook, sanitize
 from .submissions import Submission
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,18 @@ def resolve_device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for, but this machine has no usable CUDA GPU; use --device cpu")
     return name
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the worker-thread half (Grader.observe) hands the main thread's judge."""
+
+    sub: Submission
+    clean: Sanitized | None  # None when the notebook could not be used at all
+    run: RunResult | None
+    obs: observe.Observations | None
+    unusable: Message | None  # why the notebook could not be used
+    seconds: float  # sanitizing and the run's own time, not the time spent waiting for a turn
 
 
 class Grader:
@@ -133,16 +145,16 @@ class Grader:
         if server is not None:
             server.close()
 
-    def observe(self, sub: Submission):
+    def observe(self, sub: Submission) -> Observed:
         """Worker-thread half: sanitize and run in the sandbox. Returns what the judge needs."""
         started = time.monotonic()
         try:
             clean = sanitize(sub.notebook, self.assignment)
         except UnusableNotebook as exc:
-            return sub, None, None, None, exc.message, time.monotonic() - started
+            return Observed(sub, None, None, None, exc.message, time.monotonic() - started)
         sanitized = time.monotonic() - started
         run, obs = self.sandboxed(clean, self.settings)
-        return sub, clean, run, obs, None, sanitized + run.seconds  # not the time spent waiting for a turn
+        return Observed(sub, clean, run, obs, None, sanitized + run.seconds)  # not the time spent waiting for a turn
 
     def sandboxed(self, clean, settings: RunSettings):
         """One sandboxed run of these cells under these settings: (RunResult, Observations)."""
@@ -174,8 +186,10 @@ class Grader:
             if taken.is_set():
                 self._slots.release()
 
-    def judge(self, sub: Submission, clean, run, obs, unusable: Message | None, seconds: float) -> SubmissionResult:
+    def judge(self, observed: Observed) -> SubmissionResult:
         """Main-thread half: the hidden checks, on data only."""
+        sub, clean, run, obs = observed.sub, observed.clean, observed.run, observed.obs
+        unusable, seconds = observed.unusable, observed.seconds
         points = self.assignment.points
         if unusable is not None:
             return invalid(sub.student_id, unusable, points, source=sub.source)
@@ -352,7 +366,7 @@ def grade(assignment: Assignment, submissions: list[Submission], out: Path, opti
 
 def _judged(grader: Grader, future, sub: Submission) -> SubmissionResult:
     try:
-        return grader.judge(*future.result())
+        return grader.judge(future.result())
     except Exception as exc:  # our own failure on one submission must not sink the batch: it becomes its row
         log.exception("internal error while grading %s", sub.student_id)
         return SubmissionResult(student_id=sub.student_id, status=CRASHED,

@@ -114,7 +114,7 @@ class Context:
         return tensors(record.get("weights")) if record else None
 
     def initial_state(self) -> dict:
-        """The weights every run starts training from (harness.Probes.training), computed here."""
+        """The weights every run starts training from (the lab's Probes.training, runtime.py), computed here."""
         return initial_weights(self.reference, self.seed)
 
     def training_verdict(self) -> replay.Verdict:
@@ -187,7 +187,7 @@ class TrustedData:
         def images(raw):
             return mnist.normalize(raw).to(device).contiguous(memory_format=torch.channels_last)
 
-        start = len(train.images) - holdout  # the harness holds out the same images (harness.Probes.training)
+        start = len(train.images) - holdout  # the harness holds out the same images (the lab's Probes.training, runtime.py)
         return cls(images(test.images), test.labels.long().to(device),
                    images(train.images[start:start + EVAL_IMAGES]),
                    train.labels[start:start + EVAL_IMAGES].long().to(device),

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import mnist
-from .config import Assignment
+from .config import Assignment, ConfigError
 from .forkserver import ForkServer
 from .sandbox import Limits, Mount, RunResult, run_sandboxed
 from .sanitize import Cell
@@ -174,6 +174,9 @@ class RunSettings:
 def load_probes(assignment: Assignment):
     """The hidden probes module of the assignment (assignments/<name>/hidden/probes.py): PROBES, SHAPE_PROBES."""
     path = assignment.folder / "hidden" / "probes.py"
+    for needed, what in ((path, "its hidden probe inputs"), (assignment.runtime, "its steps inside the sandbox")):
+        if not needed.is_file():
+            raise ConfigError(f"the lab {assignment.name} has no {needed.relative_to(assignment.folder)} ({what})")
     spec = importlib.util.spec_from_file_location(f"hidden_probes_{assignment.name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -234,6 +237,7 @@ def plan_for(assignment: Assignment, cells: list[Cell], probes: dict, settings: 
         "snapshot_every": every,
         "max_snapshots": most,
         "cells": [{"id": c.grade_id, "source": c.source, "added": c.added} for c in cells],
+        "lab": assignment.runtime.read_text(encoding="utf-8"),  # the lab's in-sandbox steps (harness.load_lab)
         "threads": settings.threads,
         "device": settings.device,
         "gpu_memory_fraction": settings.gpu_memory_fraction,

@@ -429,10 +429,11 @@ def direct_observe(assignment, notebook: bytes) -> dict:
             grader.settings = dataclasses.replace(grader.settings, threads=threads)
             sub = Submission(student_id="direct", notebook=notebook, source="direct")
             t = time.perf_counter()
-            sub, clean, run, obs, unusable, seconds = grader.observe(sub)
+            observed = grader.observe(sub)
+            obs, run, seconds = observed.obs, observed.run, observed.seconds
             observe_wall = time.perf_counter() - t
             t = time.perf_counter()
-            result = grader.judge(sub, clean, run, obs, unusable, seconds)
+            result = grader.judge(observed)
             judge_seconds = time.perf_counter() - t
             training = obs.first("training") or {}
             cells = {c["id"]: c.get("seconds") for c in obs.all("cell")}

@@ -40,13 +40,13 @@ while _f is not None and "emit" not in _f.f_locals:
     _f = _f.f_back
 _L = _f.f_locals
 _emit, _plan, _torch, _data, _ns = _L["emit"], _L["plan"], _L["torch"], _L["data"], _L["namespace"]
-_h = sys.modules["__main__"]
+_h, _lab = sys.modules["harness"], sys.modules["lab"]
 _emit("cell", id="evaluate", ok=True, seconds=0.1)
-_p = _h.Probes(_torch, _ns, _plan, _emit, _data)
+_p = _lab.Probes(_torch, _ns, _plan, _emit, _data)
 _p.shapes(); _p.device_switch(); _p.net()
 _images, _labels = _data
 _n = len(_images) - _plan["training"]["holdout"]
-_net = _h.LectureNet(_torch)
+_net = _lab.LectureNet(_torch)
 _opt = _torch.optim.Adam(_net.parameters(), lr=3e-3)
 for _epoch in range(2):
     for _s in range(0, _n, 256):

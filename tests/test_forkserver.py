@@ -41,12 +41,12 @@ def test_a_forked_run_trains_exactly_as_a_sandbox_of_its_own(grader, server, ass
         assert own._server is None
     finally:
         own.close()
-    for sub, clean, run, obs, unusable, seconds in (forked, alone):
-        assert run.sandboxed and run.returncode == 0, run.stderr[-2000:]
+    for observed in (forked, alone):
+        assert observed.run.sandboxed and observed.run.returncode == 0, observed.run.stderr[-2000:]
     # Same seed, same data, same kernels: the same trained weights to the last bit, and so the same grade.
-    assert forked[3].first("weights")["weights"] == alone[3].first("weights")["weights"]
-    assert forked[3].first("training")["returned"] == alone[3].first("training")["returned"]
-    a, b = grader.judge(*forked), grader.judge(*alone)
+    assert forked.obs.first("weights")["weights"] == alone.obs.first("weights")["weights"]
+    assert forked.obs.first("training")["returned"] == alone.obs.first("training")["returned"]
+    a, b = grader.judge(forked), grader.judge(alone)
     assert a.parts == b.parts == dict(assignment.points)
 
 
@@ -107,10 +107,10 @@ def test_a_dead_fork_server_costs_nobody_a_grade(assignment, mnist_dir, monkeypa
         server = g._fork_server()
         os.kill(server._proc.pid, signal.SIGKILL)  # bwrap, and with it the zygote's whole sandbox
         server._proc.wait()
-        sub, clean, run, obs, unusable, seconds = result = g.observe(answer_key())
+        observed = g.observe(answer_key())
         assert g._server is None and g._server_off  # from now on, a sandbox per submission
-        assert run.sandboxed and run.returncode == 0 and obs.finished
-        assert g.judge(*result).parts == dict(assignment.points)
+        assert observed.run.sandboxed and observed.run.returncode == 0 and observed.obs.finished
+        assert g.judge(observed).parts == dict(assignment.points)
     finally:
         g.close()
 

@@ -15,6 +15,7 @@ import os
 import stat
 import subprocess
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,7 +210,7 @@ def _wrong_types() -> bytes:
 def _patched_harness() -> bytes:
     """A loop that does nothing, plus an attempt to replace the harness's training probe with a forger."""
     code = ("def train_one_epoch(model, loader, optimizer, device):\n    return 0.1\n\n"
-            "import __main__\n__main__.Probes.training = lambda self: None\n")
+            "import sys\nsys.modules['lab'].Probes.training = lambda self: None\n")
     return json.dumps(mutants.filled({"train_one_epoch": code})).encode()
 
 
@@ -287,13 +288,18 @@ def corpus(tmp_path_factory, mnist_dir):
     archive = work / "class.zip"
     write_zip(archive, secrets_dir, env)
 
-    environ = {**os.environ, "MNIST_DIR": str(mnist_dir)}
-    before = tree_digest(course), tree_digest(REPO_ROOT), sorted(p.name for p in Path("/tmp").iterdir())
+    # The batch's own temporary folder (the grader makes its scratch folders with tempfile): what it leaves
+    # behind is looked for there, not among whatever else runs on this machine. World-readable: the
+    # sandboxes' uids read the folders the grader mounts from it.
+    own_tmp = Path(tempfile.mkdtemp(prefix="hostile-tmp-"))
+    own_tmp.chmod(0o755)
+    environ = {**os.environ, "MNIST_DIR": str(mnist_dir), "TMPDIR": str(own_tmp)}
+    before = tree_digest(course), tree_digest(REPO_ROOT), sorted(p.name for p in own_tmp.iterdir())
     out = work / "out"
     run = subprocess.run([sys.executable, "-m", "autograder.cli", "grade", str(archive), "--assignment", str(course),
                           "--out", str(out), "--lang", "en", "--jobs", "2", "--device", "cpu"],
                          capture_output=True, text=True, cwd=work, env=environ)
-    after = tree_digest(course), tree_digest(REPO_ROOT), sorted(p.name for p in Path("/tmp").iterdir())
+    after = tree_digest(course), tree_digest(REPO_ROOT), sorted(p.name for p in own_tmp.iterdir())
     alive = survivors()
 
     # The same two good students graded alone, for comparison.
@@ -368,7 +374,7 @@ def test_nothing_survives_and_nothing_outside_scratch_changes(corpus):
     course_after, repo_after, tmp_after = corpus["after"]
     assert course_before == course_after
     assert repo_before == repo_after
-    assert not [n for n in set(tmp_after) - set(tmp_before) if n.startswith("autograder-")]
+    assert tmp_before == tmp_after == []  # nothing left in the batch's temporary folder
     assert not (corpus["work"] / "forged.txt").exists() and not (REPO_ROOT / "forged.txt").exists()
     assert not Path("/tmp/locked_cell_ran").exists() and not Path("/tmp/escape_absolute.ipynb").exists()
     assert not list(corpus["work"].rglob("pwned")) and not (corpus["work"].parent / "escape_traversal.ipynb").exists()

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from autograder import harness, judge, mnist, observe, reference, replay
 from autograder.budget import Budget
 
+from repo import COURSE
+
 pytestmark = [pytest.mark.slow]
 
 EPOCH = 50_000  # the training images the grader trains on (the rest is held out)
@@ -76,7 +78,10 @@ def textbook(loss_fn=F.nll_loss, zero=lambda model, optimizer: optimizer.zero_gr
     return loop
 
 
-class SoftmaxThenLog(type(harness.LectureNet(torch))):
+LAB = harness.load_lab(COURSE.lab("cnn_mnist").runtime.read_text(encoding="utf-8"))  # the lab's in-sandbox steps
+
+
+class SoftmaxThenLog(type(LAB.LectureNet(torch))):
     """The lecture's network, with torch.log(F.softmax(...)) and .view: the same function, rounded otherwise."""
 
     def forward(self, x):
