@@ -7,9 +7,10 @@ export MNIST_DIR := $(if $(MNIST_DIR),$(abspath $(MNIST_DIR)),)
 
 .PHONY: demo test test-fast install
 
-demo: $(VENV)/.installed  ## release the assignment, then grade the bundled sample submissions
-	$(VENV)/bin/autograder release cnn_mnist
-	$(VENV)/bin/autograder grade samples/cnn_mnist --assignment cnn_mnist --out out/demo
+demo: $(VENV)/.installed  ## release both labs, then grade each lab's bundled sample submissions
+	$(VENV)/bin/autograder release
+	$(VENV)/bin/autograder grade samples/cnn_mnist --assignment cnn_mnist --out out/demo/cnn_mnist
+	$(VENV)/bin/autograder grade samples/mlp_mnist --assignment mlp_mnist --out out/demo/mlp_mnist
 
 test: $(VENV)/.installed  ## run the test suite
 	$(PY) -m pytest -q

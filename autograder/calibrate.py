@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 from .config import Assignment
 from .grade import Grader, Options
-from .judge import trusted_accuracy
+from .judge import model_class, trusted_accuracy
 from .observe import tensors
 from .sanitize import sanitize
 
@@ -43,12 +43,13 @@ def calibrate(assignment: Assignment, *, seeds: int, options: Options, progress=
     # The answer key is the source notebook itself: its solution markers are comments to Python.
     clean = sanitize(assignment.source_notebook.read_bytes(), assignment)
     grader = Grader(assignment, options)
+    model = model_class(grader.reference, assignment)
     try:
         def one(seed: int) -> float:
             _, obs = grader.sandboxed(clean, replace(grader.settings, seed_offset=seed))
             record = obs.first("weights")
             state = tensors(record.get("weights")) if record else None
-            accuracy = trusted_accuracy(grader.reference, state, grader.trusted, grader.device) if state else None
+            accuracy = trusted_accuracy(model, state, grader.trusted, grader.device) if state else None
             if accuracy is None:
                 raise RuntimeError(f"the answer key produced no usable weights with seed offset {seed}")
             if progress:

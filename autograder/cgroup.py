@@ -1,6 +1,6 @@
 """A memory cgroup of its own for each run, where the grader may make one.
 
-The watchdog (sandbox._supervise) sums what the run's processes map: memory that no process maps escapes it
+The watchdog (sandbox/watchdog.py, supervise) sums what the run's processes map: memory that no process maps escapes it
 (a memfd written with write(), files on a tmpfs the run mounted in a namespace of its own). The kernel's
 memory controller charges every page to the cgroup of the task that allocated it, mapped or not, and
 refuses (out-of-memory kill inside the cgroup) beyond its limit, between two of the watchdog's rounds too.
@@ -9,7 +9,7 @@ Only cgroups made here are touched: a child of the grader's own cgroup per run, 
 (the memory hierarchy mounted on its own) where the grader's memory cgroup is writable; cgroup v2 where the
 grader's cgroup has the memory controller and already hands it down (cgroup.subtree_control: delegated to
 us; enabling it ourselves would change a cgroup we did not make, and is refused while it holds processes).
-Neither: None, and the watchdog counts memfds and tmpfs mounts itself (sandbox._unmapped_bytes).
+Neither: None, and the watchdog counts memfds and tmpfs mounts itself (sandbox/watchdog.py).
 """
 
 from __future__ import annotations

@@ -15,18 +15,23 @@ def _release(args) -> int:
     from . import release
 
     course = Course.at(args.course)
-    assignment = course.lab(args.assignment)
-    outcomes = release.run(assignment, course, check=args.check)
-    stale = [o.path for o in outcomes if o.changed]
-    if args.check:
-        for path in stale:
-            print(f"stale: {path} (run 'autograder release {assignment.name}' and commit the result)")
-        if not stale:
-            print(f"release and answer key of {assignment.name} are up to date")
-        return 1 if stale else 0
-    for outcome in outcomes:
-        print(f"{'wrote' if outcome.changed else 'unchanged'}: {outcome.path}")
-    return 0
+    # Without a name, every lab of the course: `release --check` is then one check for the whole course.
+    names = course.labs()  # none: course.lab() says that this is not a course folder
+    labs = [course.lab(args.assignment)] if args.assignment or not names else [course.lab(n) for n in names]
+    stale = []
+    for assignment in labs:
+        outcomes = release.run(assignment, course, check=args.check)
+        changed = [o.path for o in outcomes if o.changed]
+        stale += changed
+        if args.check:
+            for path in changed:
+                print(f"stale: {path} (run 'autograder release {assignment.name}' and commit the result)")
+            if not changed:
+                print(f"release and answer key of {assignment.name} are up to date")
+        else:
+            for outcome in outcomes:
+                print(f"{'wrote' if outcome.changed else 'unchanged'}: {outcome.path}")
+    return 1 if args.check and stale else 0
 
 
 def _grade(args) -> int:
@@ -57,9 +62,9 @@ def _validate(args) -> int:
     from . import grade, report
     from .submissions import Submission
 
-    assignment = Course.at(args.course).lab(args.assignment)
     path = Path(args.notebook)
     sub = Submission(student_id=path.stem or "notebook", notebook=path.read_bytes(), source=str(path))
+    assignment = Course.at(args.course).lab_of(sub.notebook, args.assignment)
     options = grade.Options(device=grade.resolve_device(args.device), jobs=1, force=True,
                             require_sandbox=args.require_sandbox, fork_server=args.fork_server)
     with tempfile.TemporaryDirectory(prefix="autograder-validate-") as out:
@@ -90,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("release", help="generate the student notebook (nbgrader) and the executed answer key")
-    p.add_argument("assignment", nargs="?", help="the lab's folder name (default: the course's only lab)")
+    p.add_argument("assignment", nargs="?", help="the lab's folder name (default: every lab of the course)")
     _course_option(p)
     p.add_argument("--check", action="store_true",
                    help="change nothing; exit 1 and name the files when release/ or solutions/ is stale")
@@ -109,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("validate", help="grade one notebook and print its report (visible checks, accuracy run)")
     p.add_argument("notebook", help="the .ipynb to check")
-    p.add_argument("--assignment", help="the lab's folder name, or a lab folder's path (default: the course's only lab)")
+    p.add_argument("--assignment", help="the lab's folder name, or a lab folder's path (default: the lab whose "
+                                        "graded cells the notebook holds)")
     _course_option(p)
     _run_options(p)
     p.set_defaults(func=_validate)

@@ -6,6 +6,7 @@ whole class with the default.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import os
 import sys
@@ -79,7 +80,14 @@ class Assignment:
     name: str
     notebook: str  # file name of the source notebook in the assignment folder
     module_cells: tuple[str, ...]  # grade_ids of the graded cells: the answer key's module, in notebook order
+    # The network class the answer key defines: what the grader builds, trains from, replays and measures. The
+    # lab's one definition of its network; its runtime's copy inside the sandbox is tested against it.
+    model: str
     experiment_cells: tuple[str, ...] = ()  # grade_ids of cells the grader never runs (training on MNIST)
+    # Python modules the lab's runtime.py imports inside the sandbox (e.g. labkit.steps): their source travels
+    # with the plan, since the sandbox sees no site-packages of ours.
+    runtime_modules: tuple[str, ...] = ()
+    dataset: str = "mnist"  # the data the lab trains and is measured on: a provider of autograder.datasets
     # cell grade_id -> texts that cell must contain, with this config's values filled in ("{training.epochs}"):
     # what the notebook tells students about grading. `release --check` fails when they drift apart.
     claims: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -201,8 +209,17 @@ def _validate(a: Assignment) -> list[str]:
     for name in ("epochs", "batch_size"):
         if getattr(a.training, name) < 1:
             problems.append(f"training.{name} must be at least 1")
-    if not 0 <= a.training.holdout < 60_000:
-        problems.append("training.holdout must be between 0 and 59999")
+    from . import datasets
+
+    if a.dataset not in datasets.PROVIDERS:
+        problems.append(f"dataset must be one of {', '.join(datasets.PROVIDERS)}, not {a.dataset!r}")
+    elif not 0 <= a.training.holdout < datasets.PROVIDERS[a.dataset].TRAIN_COUNT:
+        problems.append(f"training.holdout must be between 0 and {datasets.PROVIDERS[a.dataset].TRAIN_COUNT - 1}")
+    if not a.model.isidentifier():
+        problems.append(f"model must be the name of the answer key's network class, not {a.model!r}")
+    for name in a.runtime_modules:
+        if not all(part.isidentifier() for part in name.split(".")):
+            problems.append(f"runtime_modules: {name!r} is not a module name")
     if not 0 <= a.accuracy.floor < a.accuracy.threshold <= 1:
         problems.append("accuracy needs 0 <= floor < threshold <= 1")
     if a.accuracy.margin < 0:
@@ -242,3 +259,54 @@ def find(name: str, *, root: Path) -> Assignment:
         known = sorted(p.parent.name for p in Path(root).glob(f"*/{CONFIG_NAME}"))
         raise ConfigError(f"no assignment {name!r} in {root} (known: {', '.join(known) or 'none'})")
     return load(folder)
+
+
+def runtime_sources(assignment: Assignment) -> dict:
+    """The lab's runtime.py and the modules its config lists, as source: what harness.load_lab loads. Each
+    listed module comes after the modules of its own package that it imports (labkit.steps brings
+    labkit.records), so that the sandbox, which sees none of the kit's files, can load them in this order."""
+    modules: dict[str, str] = {}
+    loading: set[str] = set()
+
+    def add(name: str, needed_by: str | None) -> None:
+        if name in modules or name in loading:
+            return
+        path = _module_file(name)
+        if path is None:
+            where = f"imported by {needed_by}" if needed_by else "runtime_modules"
+            raise ConfigError(f"{where}: {name} is not a Python module this kit can find")
+        loading.add(name)
+        source = path.read_text(encoding="utf-8")
+        for dependency in _package_imports(source, name):
+            add(dependency, name)
+        modules[name] = source
+
+    for name in assignment.runtime_modules:
+        add(name, None)
+    return {"runtime": assignment.runtime.read_text(encoding="utf-8"), "modules": modules}
+
+
+def _package_imports(source: str, name: str) -> list[str]:
+    """The modules of `name`'s own top-level package that its source imports (absolute imports only)."""
+    top, found = name.split(".")[0], []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append(node.module)
+    return [n for n in found if n.split(".")[0] == top and n not in (top, name)]
+
+
+def _module_file(name: str) -> Path | None:
+    """The source file of module `name`, found as `import` would find it (sys.meta_path: an editable install's
+    finder too) but without importing it, and without sys.modules, where a test may have loaded a lab's copy."""
+    locations, spec = None, None
+    for depth in range(1, name.count(".") + 2):
+        part = ".".join(name.split(".")[:depth])
+        spec = next((found for finder in sys.meta_path if hasattr(finder, "find_spec")
+                     for found in [finder.find_spec(part, locations)] if found is not None), None)
+        if spec is None:
+            return None
+        locations = spec.submodule_search_locations
+    origin = spec.origin if spec.has_location else None
+    return Path(origin) if origin and origin.endswith(".py") else None

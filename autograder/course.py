@@ -11,6 +11,7 @@ refers to no checkout, so an installed kit grades any instructor's course.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -71,3 +72,23 @@ class Course:
                                   + ("" if labs else f" (is {self.root} a course folder? see --course)"))
             name = labs[0]
         return config.find(name, root=self.labs_dir)
+
+    def lab_of(self, notebook: bytes, name: str | None = None) -> Assignment:
+        """The lab a student's notebook belongs to: `name` when given; else the course's only lab; else the
+        one lab whose graded cells (nbgrader grade_ids) the notebook holds all of. A notebook that matches no
+        lab, or more than one, asks for --assignment."""
+        from .notebook import grade_id  # nbformat: imported only when a notebook is read
+
+        labs = self.labs()
+        if name is not None or len(labs) <= 1:
+            return self.lab(name)
+        try:
+            cells = json.loads(notebook).get("cells", [])
+            ids = {grade_id(c) for c in cells if isinstance(c, dict)}
+        except (ValueError, AttributeError, TypeError):
+            ids = set()
+        found = [lab for lab in map(self.lab, labs) if set(lab.module_cells) <= ids]
+        if len(found) != 1:
+            raise ConfigError(f"name a lab with --assignment: the notebook's cells do not say which of "
+                              f"{', '.join(labs)} it belongs to")
+        return found[0]

@@ -8,7 +8,7 @@ one bubblewrap sandbox runs zygote.py, which does harness.prepare() and then for
 What each submission gets is what a sandbox of its own gives it (zygote.py says how): its own pid, mount,
 network and IPC namespaces, fresh /scratch, /tmp and /dev/shm, its own devpts, its own unused uid with no
 capability, the same rlimits, seccomp filter and fresh session keyring, its own memory cgroup (made here and
-handed to the zygote as a descriptor), and the same watchdog here (sandbox._supervise: time, memory and task limits, output caps, the kill
+handed to the zygote as a descriptor), and the same watchdog here (watchdog.supervise: time, memory and task limits, output caps, the kill
 that takes its whole pid namespace). What it shares with the others is read-only or copy-on-write: the file
 system of the zygote's sandbox and the zygote's memory as it was after the warm-up.
 
@@ -32,7 +32,8 @@ import threading
 import time
 from pathlib import Path
 
-from . import cgroup, sandbox
+from . import cgroup
+from .sandbox import command, launch, watchdog
 from .sandbox import Limits, Mount, RunResult
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class ForkServerGone(RuntimeError):
 
 
 def usable(device: str) -> bool:
-    return device == "cpu" and os.geteuid() == 0 and sandbox.bwrap_available()
+    return device == "cpu" and os.geteuid() == 0 and launch.bwrap_available()
 
 
 class ForkServer:
@@ -57,7 +58,7 @@ class ForkServer:
         self._log = tempfile.TemporaryFile()
         self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            under_tmp = [d for d in sandbox._python_dirs() if d == "/tmp" or d.startswith("/tmp/")]
+            under_tmp = [d for d in command.python_dirs() if d == "/tmp" or d.startswith("/tmp/")]
             held = [(f"{HELD}/{i}", d) for i, d in enumerate(under_tmp)]
             for name in ("harness.py", "zygote.py", "seccomp.py"):
                 shutil.copy(HERE / name, self._work / name)
@@ -66,7 +67,7 @@ class ForkServer:
                 p.chmod(0o755 if p.is_dir() else 0o644)
             mounts = [*mounts, Mount(self._work, "/sandbox/zygote"), *(Mount(Path(d), h) for h, d in held)]
             argv = [sys.executable, "-I", "/sandbox/zygote/zygote.py", "/sandbox/zygote/plan.json", "3"]
-            cmd = sandbox._bwrap_argv(argv, mounts, limits, env, "/scratch", (), theirs.fileno(), False, zygote=True)
+            cmd = command.bwrap_argv(argv, mounts, limits, env, "/scratch", (), theirs.fileno(), False, zygote=True)
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
                                           pass_fds=(theirs.fileno(),), cwd="/", env={"PATH": "/usr/bin:/bin"},
                                           start_new_session=True)
@@ -91,8 +92,8 @@ class ForkServer:
         when the zygote could not take the run or died during it: then nothing of the run counts."""
         # The run's own memory cgroup (cgroup.py), entered by the zygote's per-run waiter before it forks.
         memcg = cgroup.create(limits.memory_mb)
-        prog = sandbox.seccomp_program()
-        request = {"uid": sandbox._pick_uid(), "rlimits": sandbox._rlimits(limits, limits.processes + 1),
+        prog = command.seccomp_program()
+        request = {"uid": command.pick_uid(), "rlimits": command.rlimits(limits, limits.processes + 1),
                    "scratch_mb": limits.scratch_mb, "memory_mb": limits.memory_mb, "cgroup": memcg is not None,
                    "seccomp": prog.hex() if prog else None}
         pipes = [os.pipe() for _ in range(4)]  # stdout, stderr, the record channel, the status
@@ -124,7 +125,7 @@ class ForkServer:
             if ns_pid is None:
                 raise ForkServerGone(f"the fork server did not start the run; {self._stderr_tail()}")
             proc.pid = self._host_pid(ns_pid)
-            result = sandbox._supervise(proc, data_r, limits, data_bytes, True, start, None, wrappers=0,
+            result = watchdog.supervise(proc, data_r, limits, data_bytes, True, start, None, wrappers=0,
                                         kill=_kill_namespace, memcg=memcg)
         finally:
             proc.close()
@@ -141,7 +142,7 @@ class ForkServer:
 
     def _host_pid(self, ns_pid: int) -> int:
         """The pid, as this process sees it, of the zygote's child `ns_pid` (as the zygote sees it)."""
-        for pid in sandbox._tree(self._proc.pid)[0]:
+        for pid in watchdog.process_tree(self._proc.pid)[0]:
             try:
                 with open(f"/proc/{pid}/status") as f:
                     for line in f:
@@ -170,7 +171,7 @@ class ForkServer:
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                sandbox._kill_sandbox(proc)
+                watchdog.kill_sandbox(proc)
                 proc.wait()
         self._cleanup()
 
@@ -180,7 +181,7 @@ class ForkServer:
 
 
 class _Forked:
-    """What sandbox._supervise needs of a Popen, for a run the zygote forked: its pipes, and its exit status.
+    """What watchdog.supervise needs of a Popen, for a run the zygote forked: its pipes, and its exit status.
     The status pipe carries "pid N" (the run's pid as the zygote sees it) and "exit N" from the zygote's
     per-run waiter, and "ok" from the run itself once it is set up, just before it closes its end."""
 
@@ -233,6 +234,6 @@ class _Forked:
 def _kill_namespace(proc: _Forked) -> list[int]:
     """SIGKILL to the run's pid 1: the kernel kills its whole pid namespace."""
     if proc.pid > 0:  # never 0 or -1: those mean "every process I may signal"
-        sandbox._kill(proc.pid)
+        watchdog.kill(proc.pid)
         return [proc.pid]
     return []

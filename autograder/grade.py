@@ -3,7 +3,7 @@
 Sandboxes run in worker threads (each is a separate process; the threads only wait). `--jobs N` sandboxes
 run at once. On CPU, as root with bubblewrap, each is forked from the batch's fork server, which imported
 torch and loaded the data once (forkserver.py); elsewhere each is a sandbox of its own, and one more waits
-for its turn already warmed up (interpreter, torch, data: see "Turns" in sandbox.py), using only the CPU
+for its turn already warmed up (interpreter, torch, data: see "Turns" in sandbox/__init__.py), using only the CPU
 the running ones leave idle. Judging happens in the main thread, one
 submission at a time, as runs finish; each result is saved before the next is judged, so an interrupted
 batch resumes where it stopped.
@@ -27,7 +27,7 @@ from . import forkserver, observe, reference, replay
 from .config import Assignment
 from .budget import Budget
 from .checks import ChecksTimedOut, CheckSession
-from .judge import Context, TrustedData, describe_error
+from .judge import ANY_LIMIT, LIMITS, Context, TrustedData, describe_error
 from .observe import DataDir, RunSettings
 from .results import (CRASHED, GRADED, LIMIT, Message, ResultStore, SubmissionResult, fingerprint, graded_again,
                       invalid, part_titles)
@@ -102,7 +102,8 @@ class Grader:
             torch.set_num_threads(1)  # the judge's forward passes: one core at most, the sandboxes get the rest
         self.reference = reference.load(assignment)
         self.probes = observe.load_probes(assignment)
-        self.data = DataDir()
+        self.records = observe.schema(self.probes.RECORDS)  # what a run of this lab may write
+        self.data = DataDir(dataset=assignment.dataset)
         self.trusted = TrustedData.load(assignment, self.device)
         self.checks = CheckSession(assignment)
         self._outputs = {}  # trusted forward passes shared by the batch's contexts (judge.Context.outputs)
@@ -158,7 +159,7 @@ class Grader:
 
     def sandboxed(self, clean, settings: RunSettings):
         """One sandboxed run of these cells under these settings: (RunResult, Observations)."""
-        plan = observe.plan_for(self.assignment, list(clean.cells), self.probes.SHAPE_PROBES, settings, self.data)
+        plan = observe.plan_for(self.assignment, list(clean.cells), self.probes.SANDBOX, settings, self.data)
         server = self._fork_server()
         if server is not None:
             while not self._slots.acquire(timeout=0.1):
@@ -166,7 +167,7 @@ class Grader:
                     return CANCELLED, observe.parse(b"")
             try:
                 return observe.run(plan, limits=self.assignment.limits, data=self.data, settings=settings,
-                                   server=server)
+                                   server=server, records=self.records)
             except ForkServerGone as exc:  # nothing of the submission ran: it runs below instead
                 self._drop_server(str(exc))
             finally:
@@ -181,7 +182,8 @@ class Grader:
             return taken.is_set()
 
         try:
-            return observe.run(plan, limits=self.assignment.limits, data=self.data, settings=settings, turn=turn)
+            return observe.run(plan, limits=self.assignment.limits, data=self.data, settings=settings, turn=turn,
+                               records=self.records)
         finally:
             if taken.is_set():
                 self._slots.release()
@@ -233,9 +235,10 @@ class Grader:
                 f"difference {verdict.worst:.1e}, allowed {replay.TOLERANCE['param']:g})."))
         training = obs.first("training")
         if training and training.get("substituted_net"):
-            notes.append(Message("あなたの Net は講義の Net と一致しなかったため、学習ループと正解率は講義の Net で確かめました。",
-                                 "your Net differs from the lecture's, so the loop and the accuracy were checked with "
-                                 "the lecture's Net in its place."))
+            model = self.assignment.model
+            notes.append(Message(f"あなたの {model} は課題の {model} と一致しなかったため、学習ループと正解率は課題の {model} で確かめました。",
+                                 f"your {model} differs from the lab's, so the loop and the accuracy were checked with "
+                                 f"the lab's {model} in its place."))
         if not run.sandboxed:
             notes.append(Message("サンドボックスなしで採点されました。", "graded without a sandbox."))
         return SubmissionResult(student_id=sub.student_id, status=status, reason=reason, parts=parts,
@@ -295,11 +298,7 @@ def judge_limit(seconds: float) -> Message:
 
 def status_of(run, obs) -> tuple[str, Message | None]:
     if run.killed_for:
-        why = {"time": ("制限時間を超えたため停止しました", "stopped: time limit exceeded"),
-               "memory": ("メモリの上限を超えたため停止しました", "stopped: memory limit exceeded"),
-               "processes": ("プロセス数の上限を超えたため停止しました", "stopped: too many processes")}
-        ja, en = why.get(run.killed_for, ("制限を超えたため停止しました", "stopped: a limit was exceeded"))
-        return LIMIT, Message(ja, en)
+        return LIMIT, LIMITS.get(run.killed_for, ANY_LIMIT).reason
     if not obs.finished:
         return CRASHED, Message(f"実行が途中で終了しました（終了コード {run.returncode}）",
                                 f"the run ended early (exit code {run.returncode})")

@@ -74,16 +74,30 @@ def use_small_conv_kernels(torch) -> None:
     torch.backends.nnpack.set_flags(False)
 
 
-def load_lab(source: str):
-    """The lab's runtime (its runtime.py, from the plan) as the module `lab`: its STEPS, Probes, warm_up."""
+def load_lab(lab: dict):
+    """The lab's runtime (its runtime.py, from the plan) as the module `lab`: its STEPS, Probes, warm_up. The
+    modules it imports from the kit (its config's runtime_modules) arrive as source beside it and are loaded
+    first, under their own names."""
     if "lab" in sys.modules:
         return sys.modules["lab"]  # a fork server loaded it once; every run forked from it shares it
     sys.modules.setdefault("harness", sys.modules[__name__])  # the lab's `from harness import ...`: this module
-    lab = types.ModuleType("lab")
-    lab.__file__ = "<lab runtime>"
-    sys.modules["lab"] = lab
-    exec(compile(source, "<lab runtime>", "exec"), lab.__dict__)
-    return lab
+    for name, source in lab.get("modules", {}).items():
+        _load_module(name, source)
+    return _load_module("lab", lab["runtime"])
+
+
+def _load_module(name: str, source: str):
+    parent, _, child = name.rpartition(".")
+    if parent and parent not in sys.modules:
+        package = _load_module(parent, "")
+        package.__path__ = []  # a package, so that `import parent.child` looks no further
+    module = types.ModuleType(name)
+    module.__file__ = f"<{name}>"
+    sys.modules[name] = module
+    if parent:
+        setattr(sys.modules[parent], child, module)
+    exec(compile(source, f"<{name}>", "exec"), module.__dict__)
+    return module
 
 
 def run_submission(torch, plan: dict, emit: Emitter, data) -> None:
@@ -142,16 +156,17 @@ def warm_up(torch, plan: dict):
 
 def wait_for_turn() -> None:
     """Block until the grader writes a byte to stdin (at once when stdin is empty). Until then the sandbox
-    runs at nice +19; the grader moves it back to +10 as it writes (see sandbox.py, "Turns")."""
+    runs at nice +19; the grader moves it back to +10 as it writes (see sandbox/__init__.py, "Turns")."""
     os.read(0, 1)
 
 
 def load_training_data(torch, data: dict, device):
     """The training set, from the raw uint8 files the grader mounts, normalised as the notebook does."""
     root = os.environ.get("SANDBOX_ROOT", "")  # "" in the sandbox; the stand-in root when run without one
-    images = torch.from_file(root + data["images"], size=data["count"] * 784, dtype=torch.uint8)
+    pixels = math.prod(data["shape"])
+    images = torch.from_file(root + data["images"], size=data["count"] * pixels, dtype=torch.uint8)
     labels = torch.from_file(root + data["labels"], size=data["count"], dtype=torch.uint8)
-    images = images.view(-1, 1, 28, 28).float().div_(255).sub_(data["mean"]).div_(data["std"])
+    images = images.view(-1, *data["shape"]).float().div_(255).sub_(data["mean"]).div_(data["std"])
     return images.to(device), labels.long().to(device)
 
 

@@ -2,7 +2,7 @@
 
 The checks live in ``assignments/<name>/hidden/checks_*.py`` (never released, never mounted in a sandbox) and
 are run by `autograder.checks`. Everything here is computed in the grading process from data: the test
-accuracy and the holdout loss come from the submission's weights put into the answer key's Net, on images
+accuracy and the holdout loss come from the submission's weights put into the answer key's network, on images
 whose labels never enter a sandbox.
 """
 
@@ -99,11 +99,16 @@ class Context:
     def stopped_why(self) -> Message:
         run = self.run
         if run is not None and run.killed_for:
-            return LIMIT_MESSAGES.get(run.killed_for, LIMIT_MESSAGES["time"])
+            return LIMITS.get(run.killed_for, ANY_LIMIT).hint
         return Message("プログラムが途中で終了しました", "the program stopped early")
 
+    @property
+    def model(self) -> type:
+        """The answer key's network class (assignment.toml: model)."""
+        return model_class(self.reference, self.assignment)
+
     def test_accuracy(self, state: dict) -> float | None:
-        return trusted_accuracy(self.reference, state, self.data, self.device)
+        return trusted_accuracy(self.model, state, self.data, self.device)
 
     def holdout_accuracy(self, state: dict) -> float | None:
         """Accuracy on the held-out images the student's evaluate() was given (observe.EVAL_IMAGES)."""
@@ -115,7 +120,7 @@ class Context:
 
     def initial_state(self) -> dict:
         """The weights every run starts training from (the lab's Probes.training, runtime.py), computed here."""
-        return initial_weights(self.reference, self.seed)
+        return initial_weights(self.model, self.seed)
 
     def training_verdict(self) -> replay.Verdict:
         """Whether the loop's trace, replayed here, leads to the weights it sent back (replay.py). Once per
@@ -123,7 +128,7 @@ class Context:
         if "verdict" not in self.cache:
             record = self.obs.first("training") or {}
             t = self.assignment.training
-            setup = replay.Setup(net_class=self.reference.Net, initial=self.initial_state(),
+            setup = replay.Setup(net_class=self.model, initial=self.initial_state(),
                                  images=self.data.train_images, labels=self.data.train_labels,
                                  batch_size=t.batch_size, seed=self.seed, optimizer=t.optimizer, lr=t.lr,
                                  momentum=t.momentum)
@@ -147,7 +152,7 @@ class Context:
         if key not in self.outputs:
             while len(self.outputs) >= MAX_SHARED_OUTPUTS:
                 del self.outputs[next(iter(self.outputs))]  # the oldest
-            self.outputs[key] = trusted_outputs(self.reference, state, images, self.device)
+            self.outputs[key] = trusted_outputs(self.model, state, images, self.device)
         return self.outputs[key]
 
     def accuracy_of(self, state: dict, images: torch.Tensor, labels: torch.Tensor) -> float | None:
@@ -179,32 +184,38 @@ class TrustedData:
 
     @classmethod
     def load(cls, assignment: Assignment, device: torch.device) -> TrustedData:
-        from . import mnist
+        from . import datasets
 
-        test, train = mnist.load_split("test"), mnist.load_split("train")
+        provider = datasets.PROVIDERS[assignment.dataset]
+        test, train = provider.load_split("test"), provider.load_split("train")
         holdout = assignment.training.holdout
 
         def images(raw):
-            return mnist.normalize(raw).to(device).contiguous(memory_format=torch.channels_last)
+            return provider.normalize(raw).to(device).contiguous(memory_format=torch.channels_last)
 
         start = len(train.images) - holdout  # the harness holds out the same images (the lab's Probes.training, runtime.py)
         return cls(images(test.images), test.labels.long().to(device),
                    images(train.images[start:start + EVAL_IMAGES]),
                    train.labels[start:start + EVAL_IMAGES].long().to(device),
-                   mnist.normalize(train.images[:start]).contiguous(), train.labels[:start].long())
+                   provider.normalize(train.images[:start]).contiguous(), train.labels[:start].long())
 
 
 _INITIAL: dict = {}
 
 
-def initial_weights(reference, seed: int) -> dict:
-    """The lecture's Net as torch.manual_seed(seed) builds it: what every run trains from. Computed without
+def model_class(reference, assignment: Assignment) -> type:
+    """The answer key's network class, which the config names (reference.load has checked that it exists)."""
+    return getattr(reference, assignment.model)
+
+
+def initial_weights(model: type, seed: int) -> dict:
+    """The lab's network as torch.manual_seed(seed) builds it: what every run trains from. Computed without
     disturbing this process's own random state."""
-    key = (id(reference), seed)
+    key = (id(model), seed)
     if key not in _INITIAL:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            _INITIAL[key] = {k: v.detach().clone() for k, v in reference.Net().state_dict().items()}
+            _INITIAL[key] = {k: v.detach().clone() for k, v in model().state_dict().items()}
     return _INITIAL[key]
 
 
@@ -217,14 +228,14 @@ def _digest(state: dict) -> str:
     return h.hexdigest()
 
 
-def trusted_outputs(reference, state: dict, images: torch.Tensor, device: torch.device) -> torch.Tensor | None:
-    """Log-probabilities of the answer key's Net with these weights, computed here in the grading process.
+def trusted_outputs(model: type, state: dict, images: torch.Tensor, device: torch.device) -> torch.Tensor | None:
+    """Log-probabilities of the answer key's network with these weights, computed here in the grading process.
 
-    `images` are expected channels-last (`TrustedData` keeps them so): for the lecture's one-, two- and
-    three-channel convolutions that layout is about 3x faster on CPU than the default one; the values are
+    `images` are expected channels-last (`TrustedData` keeps them so): for narrow convolutions (the CNN lab's
+    one, two and three channels) that layout is about 3x faster on CPU than the default one; the values are
     the same function of the same weights.
     """
-    net = reference.Net()
+    net = model()
     try:
         net.load_state_dict(state, strict=True)
     except (RuntimeError, KeyError, TypeError):
@@ -234,20 +245,32 @@ def trusted_outputs(reference, state: dict, images: torch.Tensor, device: torch.
         return torch.cat([net(images[i:i + 2000]) for i in range(0, len(images), 2000)])
 
 
-def trusted_accuracy(reference, state: dict, data: TrustedData, device: torch.device) -> float | None:
-    """Test accuracy of these weights, on the 10,000 test images whose labels never enter a sandbox."""
-    out = trusted_outputs(reference, state, data.test_images, device)
+def trusted_accuracy(model: type, state: dict, data: TrustedData, device: torch.device) -> float | None:
+    """Test accuracy of these weights, on the test images whose labels never enter a sandbox."""
+    out = trusted_outputs(model, state, data.test_images, device)
     return None if out is None else (out.argmax(1) == data.test_labels.to(out.device)).float().mean().item()
 
 
-LIMIT_MESSAGES = {
-    "time": Message("制限時間を超えました。無限ループや長すぎる処理がないか確認してください",
-                    "it ran past the time limit: look for an endless loop or far too much work"),
-    "memory": Message("メモリの上限を超えました。大きすぎるテンソルやリストを作っていないか確認してください",
-                      "it used more memory than allowed: look for huge tensors or lists"),
-    "processes": Message("プロセス数の上限を超えました。プロセスやスレッドを作りすぎていないか確認してください",
-                         "it started too many processes or threads"),
+@dataclass(frozen=True)
+class Limit:
+    """What a limit the watchdog enforced means, in the one table of them (LIMITS)."""
+
+    reason: Message  # the grades table's one line for the run
+    hint: Message  # what a check that the stop kept from its record tells the student
+
+
+LIMITS = {
+    "time": Limit(Message("制限時間を超えたため停止しました", "stopped: time limit exceeded"),
+                  Message("制限時間を超えました。無限ループや長すぎる処理がないか確認してください",
+                          "it ran past the time limit: look for an endless loop or far too much work")),
+    "memory": Limit(Message("メモリの上限を超えたため停止しました", "stopped: memory limit exceeded"),
+                    Message("メモリの上限を超えました。大きすぎるテンソルやリストを作っていないか確認してください",
+                            "it used more memory than allowed: look for huge tensors or lists")),
+    "processes": Limit(Message("プロセス数の上限を超えたため停止しました", "stopped: too many processes"),
+                       Message("プロセス数の上限を超えました。プロセスやスレッドを作りすぎていないか確認してください",
+                               "it started too many processes or threads")),
 }
+ANY_LIMIT = Limit(Message("制限を超えたため停止しました", "stopped: a limit was exceeded"), LIMITS["time"].hint)
 
 
 def number(encoded) -> float | int | str | None:

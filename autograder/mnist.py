@@ -28,6 +28,8 @@ FILES = {
 SPLITS = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", 60_000),
           "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", 10_000)}
 MEAN, STD = 0.1307, 0.3081  # pixel statistics of the training set, as in the lecture's Normalize
+SHAPE = (1, 28, 28)  # one image as a network takes it: channels, height, width
+TRAIN_COUNT = SPLITS["train"][2]
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "autograder" / "mnist"
 

@@ -17,28 +17,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import mnist
-from .config import Assignment, ConfigError
+from . import datasets
+from .config import Assignment, ConfigError, runtime_sources
 from .forkserver import ForkServer
 from .sandbox import Limits, Mount, RunResult, run_sandboxed
 from .sanitize import Cell
 
 HARNESS = Path(__file__).with_name("harness.py")
-# Records the harness writes, with the fields each must carry and how many it writes at most. A run's
+# Records the engine's own side of a run writes, with the fields each must carry and how many it writes at
+# most: the channel (start, ready, cells, a step's failure, done) and the training loop's trace, which the
+# judge replays (replay.py). A lab adds the records of its own steps (its hidden/probes.py: RECORDS). A run's
 # snapshots (harness.Spy.snapshot) are bounded by the plan's max_snapshots, which is at most MAX_SNAPSHOTS.
 MAX_SNAPSHOTS = 400
-SCHEMA = {
+ENGINE_RECORDS = {
     "start": ({"pid"}, 1),
     "ready": (set(), 1),
     "cell": ({"id", "ok"}, 64),
-    "shapes": ({"function", "results"}, 2),
-    "device": ({"cases"}, 1),
-    "net": ({"ok"}, 1),
     "training": ({"ok"}, 1),
     "snapshot": ({"event", "state"}, MAX_SNAPSHOTS),
     "weights": ({"weights"}, 1),
-    "evaluate": ({"ok"}, 1),
-    "step_error": ({"step", "error"}, 5),
+    "step_error": ({"step", "error"}, 16),
     "done": (set(), 1),
 }
 MAX_TENSOR_BYTES = 8 << 20  # far above the lecture net's 29 kB of weights; a 10^9-parameter model is refused
@@ -72,18 +70,27 @@ class Observations:
         return "done" in self.records
 
 
-def parse(data: bytes) -> Observations:
-    """JSON lines into records, each checked on its own: one that breaks a bound is rejected (the checks that
+def schema(lab_records: dict | None = None) -> dict:
+    """The records a run of this lab may write: the engine's and the lab's (kind -> (fields, at most))."""
+    merged = dict(ENGINE_RECORDS)
+    for kind, (fields, most) in (lab_records or {}).items():
+        merged.setdefault(kind, (set(fields), int(most)))
+    return merged
+
+
+def parse(data: bytes, records: dict | None = None) -> Observations:
+    """JSON lines into records, each checked on its own against `records` (schema(); the engine's alone when
+    None): one that breaks a bound is rejected (the checks that
     need it lose their points, saying why), and lines that the harness never writes (not JSON, an unknown
     kind, one record too many, anything after the end) are what only tampering with the channel produces."""
-    obs = Observations()
+    obs, known = Observations(), records or ENGINE_RECORDS
     lines = data.split(b"\n")
     # The last line is unfinished when the run was killed mid-write: that is a crash, not tampering.
     for number, line in enumerate(lines[:-1], 1):
         try:
             record = json.loads(line)
         except RecursionError:
-            kind = _kind_of(line)
+            kind = _kind_of(line, known)
             if kind is None:
                 obs.problems.append(f"line {number}: not JSON")
             else:
@@ -93,10 +100,10 @@ def parse(data: bytes) -> Observations:
             obs.problems.append(f"line {number}: not JSON")
             continue
         kind = record.get("kind") if isinstance(record, dict) else None
-        if kind not in SCHEMA:
+        if kind not in known:
             obs.problems.append(f"line {number}: unknown record")
             continue
-        required, most = SCHEMA[kind]
+        required, most = known[kind]
         seen = obs.records.setdefault(kind, [])
         if "done" in obs.records and kind != "done":
             obs.problems.append(f"line {number}: {kind} record after the end")
@@ -116,12 +123,12 @@ def parse(data: bytes) -> Observations:
     return obs
 
 
-def _kind_of(line: bytes) -> str | None:
+def _kind_of(line: bytes, known: dict) -> str | None:
     """The kind of a line json can not read, from its start as the harness writes it ({"kind": "...", ...})."""
     head = line[:40].decode("ascii", "replace")
     if head.startswith('{"kind": "'):
         kind = head[10:].split('"', 1)[0]
-        return kind if kind in SCHEMA else None
+        return kind if kind in known else None
     return None
 
 
@@ -172,7 +179,9 @@ class RunSettings:
 
 
 def load_probes(assignment: Assignment):
-    """The hidden probes module of the assignment (assignments/<name>/hidden/probes.py): PROBES, SHAPE_PROBES."""
+    """The lab's hidden probes module (assignments/<name>/hidden/probes.py), grader-side: RECORDS (the records
+    its steps write: kind -> (fields, at most)), SANDBOX (what its steps are given, as the plan's "probes") and
+    PROBES (the hidden inputs as its checks see them, with what only the checks may know)."""
     path = assignment.folder / "hidden" / "probes.py"
     for needed, what in ((path, "its hidden probe inputs"), (assignment.runtime, "its steps inside the sandbox")):
         if not needed.is_file():
@@ -180,18 +189,22 @@ def load_probes(assignment: Assignment):
     spec = importlib.util.spec_from_file_location(f"hidden_probes_{assignment.name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    for name, kind in (("RECORDS", dict), ("SANDBOX", dict), ("PROBES", dict)):
+        if not isinstance(getattr(module, name, None), kind):
+            raise ConfigError(f"{path} must define {name}, a dict (README, \"How to add a lab\")")
     return module
 
 
 class DataDir:
-    """The MNIST training set as raw uint8 files, written once per batch and mounted read-only in every sandbox.
+    """The lab's training set as raw uint8 files, written once per batch and mounted read-only in every sandbox.
 
     Only the training set: the test images and labels never enter a sandbox (accuracy is measured outside).
     """
 
-    def __init__(self, root: Path | None = None):
+    def __init__(self, root: Path | None = None, dataset: str = "mnist"):
+        self.provider = datasets.PROVIDERS[dataset]
         self.path = Path(tempfile.mkdtemp(prefix="autograder-data-", dir=root))
-        train = mnist.load_split("train")
+        train = self.provider.load_split("train")
         (self.path / "train-images.u8").write_bytes(train.images.numpy().tobytes())
         (self.path / "train-labels.u8").write_bytes(train.labels.numpy().tobytes())
         self.labels = train.labels.long()
@@ -221,23 +234,48 @@ EVAL_IMAGES, EVAL_BATCH_SIZE = 2500, 1000
 SNAPSHOT_EVERY = 16
 
 
-def snapshot_plan(assignment: Assignment) -> tuple[int, int]:
-    """(every how many batches, how many at most) for this budget: about one per SNAPSHOT_EVERY batches and
-    one at the end of each pass, with room for a few passes more (a loop that peeks at a batch first)."""
+# The snapshots of one run carry at most this many bytes (base64): each holds the weights, the gradients and the
+# optimizer's state, 16 bytes a parameter with SGD's momentum (21 with Adam's two averages). The CNN lab's 7,175 parameters fit a snapshot every 16
+# batches easily; the MLP lab's 101,770 (1.6 MB a snapshot) get fewer, longer stretches.
+SNAPSHOT_BYTES = 32 << 20
+
+
+def snapshot_plan(assignment: Assignment, count: int) -> tuple[int, int]:
+    """(every how many batches, how many at most) for this budget on `count` training images: about one per
+    SNAPSHOT_EVERY batches and one at the end of each pass, with room for a few passes more (a loop that peeks
+    at a batch first), within SNAPSHOT_BYTES."""
     t = assignment.training
-    batches = -(-(60_000 - t.holdout) // t.batch_size) * t.epochs
-    every = max(SNAPSHOT_EVERY, -(-batches // (MAX_SNAPSHOTS // 2)))
-    return every, min(MAX_SNAPSHOTS, 2 * (-(-batches // every) + t.epochs) + 16)
+    batches = -(-(count - t.holdout) // t.batch_size) * t.epochs
+    floats = 3 if t.optimizer == "sgd" else 4  # weights, gradients, and momentum or Adam's two averages
+    fit = max(8 * t.epochs + 8, SNAPSHOT_BYTES // (floats * 4 * 4 // 3 * max(parameters(assignment), 1)))
+    budget = min(MAX_SNAPSHOTS, fit)
+    every = max(SNAPSHOT_EVERY, -(-batches // (budget // 2 - t.epochs)))
+    return every, min(budget, 2 * (-(-batches // every) + t.epochs) + 16)
+
+
+_PARAMETERS: dict = {}
+
+
+def parameters(assignment: Assignment) -> int:
+    """The parameters of the lab's network (the answer key's), counted once per notebook and class."""
+    from . import reference
+
+    key = (str(assignment.source_notebook), assignment.module_cells, assignment.model)
+    if key not in _PARAMETERS:
+        net = getattr(reference.load(assignment), assignment.model)()
+        _PARAMETERS[key] = sum(p.numel() for p in net.parameters())
+    return _PARAMETERS[key]
 
 
 def plan_for(assignment: Assignment, cells: list[Cell], probes: dict, settings: RunSettings, data: DataDir) -> dict:
     t = assignment.training
-    every, most = snapshot_plan(assignment)
+    every, most = snapshot_plan(assignment, data.count)
     return {
         "snapshot_every": every,
         "max_snapshots": most,
         "cells": [{"id": c.grade_id, "source": c.source, "added": c.added} for c in cells],
-        "lab": assignment.runtime.read_text(encoding="utf-8"),  # the lab's in-sandbox steps (harness.load_lab)
+        "lab": runtime_sources(assignment),  # the lab's in-sandbox steps (harness.load_lab)
+        "model": assignment.model,
         "threads": settings.threads,
         "device": settings.device,
         "gpu_memory_fraction": settings.gpu_memory_fraction,
@@ -245,12 +283,13 @@ def plan_for(assignment: Assignment, cells: list[Cell], probes: dict, settings: 
         "cell_seconds": assignment.harness.cell_seconds,
         "call_seconds": assignment.harness.call_seconds,
         "train_seconds": assignment.harness.train_seconds,
-        "shape_probes": probes,
+        "probes": probes,  # the lab's probe inputs (its hidden/probes.py: SANDBOX)
         "net_probe_batch": 16,
         "eval_batch_size": EVAL_BATCH_SIZE,
         "eval_images": EVAL_IMAGES,
         "data": {"images": "/sandbox/data/train-images.u8", "labels": "/sandbox/data/train-labels.u8",
-                 "count": data.count, "mean": mnist.MEAN, "std": mnist.STD},
+                 "count": data.count, "mean": data.provider.MEAN, "std": data.provider.STD,
+                 "shape": list(data.provider.SHAPE)},
         "training": {"epochs": t.epochs, "batch_size": t.batch_size, "optimizer": t.optimizer, "lr": t.lr,
                      "momentum": t.momentum, "holdout": t.holdout},
     }
@@ -282,16 +321,18 @@ def start_fork_server(assignment: Assignment, settings: RunSettings, data: DataD
 
 
 def run(plan: dict, *, limits: Limits, data: DataDir, settings: RunSettings,
-        turn: Callable[[], bool] | None = None, server: ForkServer | None = None) -> tuple[RunResult, Observations]:
+        turn: Callable[[], bool] | None = None, server: ForkServer | None = None,
+        records: dict | None = None) -> tuple[RunResult, Observations]:
     """Run the harness on one plan in a fresh sandbox and parse what it reported.
 
     With `turn`, the sandbox starts at once and warms up (interpreter, torch, the training data) at the lowest
     priority, then waits: `turn` is polled until it returns True, and only then do the student's cells run
     and the time limit start (see `sandbox.run_sandboxed`). With `server`, the run is forked from that fork
-    server at once instead (the caller waits for its turn); ForkServerGone: nothing of it ran."""
+    server at once instead (the caller waits for its turn); ForkServerGone: nothing of it ran. `records`: what
+    the run may write (schema())."""
     if server is not None:
         result = server.run(plan, limits)
-        return result, parse(result.data)
+        return result, parse(result.data, records)
     work = Path(tempfile.mkdtemp(prefix="autograder-run-"))
     try:
         (work / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
@@ -305,4 +346,4 @@ def run(plan: dict, *, limits: Limits, data: DataDir, settings: RunSettings,
                                devices=devices, turn=turn)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return result, parse(result.data)
+    return result, parse(result.data, records)

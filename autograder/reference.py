@@ -9,7 +9,7 @@ from __future__ import annotations
 import types
 from functools import lru_cache
 
-from .config import Assignment
+from .config import Assignment, ConfigError
 from .notebook import module_source, read_notebook
 
 
@@ -22,4 +22,8 @@ def _load(path: str, cell_ids: tuple[str, ...]) -> types.ModuleType:
 
 
 def load(assignment: Assignment) -> types.ModuleType:
-    return _load(str(assignment.source_notebook), assignment.module_cells)
+    module = _load(str(assignment.source_notebook), assignment.module_cells)
+    if not isinstance(getattr(module, assignment.model, None), type):
+        raise ConfigError(f"{assignment.folder / 'assignment.toml'}: model = {assignment.model!r}, but the answer key's "
+                          f"cells ({', '.join(assignment.module_cells)}) define no class of that name")
+    return module

@@ -4,9 +4,9 @@ reported, replayed here, lead to the weights it sent back.
 Everything inside the student's process can be found and rewritten, the harness's records included. So the
 grading process takes the run's trace (harness.Spy: which batch, forward, backward into cleared or stale
 gradients, step, in order) and its snapshots (weights, optimizer state and gradients every few batches), and
-replays each stretch between two snapshots with the lecture's Net, the lecture's loss (F.nll_loss, the mean
-over the batch), the optimizer the loop was given, and the batches the grader itself draws from the same
-seed. The first stretch starts from weights the grader computes itself; the last ends at the weights the run
+replays each stretch between two snapshots with the lab's network (the answer key's), the lecture's loss
+(F.nll_loss, the mean over the batch), the optimizer the loop was given, and the batches the grader itself
+draws from the same seed. The first stretch starts from weights the grader computes itself; the last ends at the weights the run
 sent back. Every stretch must land on the next snapshot within TOLERANCE, or nothing of the trace is believed.
 
 Why stretches and not the whole epoch at once: training is chaotic. An honest loop written a little
@@ -56,7 +56,7 @@ class Verdict:
     stretches: int = 0  # how many stretches were replayed
 
     def last_pass_losses(self) -> list[float]:
-        """The replayed losses of the last pass over the loader: what train_one_epoch's mean is made of."""
+        """The replayed losses of the last pass over the loader: what the loop's mean loss is made of."""
         last = max((p for p, _ in self.losses), default=None)
         return [loss for p, loss in self.losses if p == last]
 
@@ -65,7 +65,7 @@ class Verdict:
 class Setup:
     """What the replay needs from the grading process: nothing here comes from the run."""
 
-    net_class: type  # the lecture's Net (the answer key's)
+    net_class: type  # the lab's network (the answer key's)
     initial: dict  # its weights before training, as the grader computes them
     images: torch.Tensor  # the training images, normalised as the harness does, N x 1 x 28 x 28, on the CPU
     labels: torch.Tensor
@@ -99,7 +99,7 @@ def verify(setup: Setup, events: str, snapshots: list[tuple[int, dict | None]], 
     with _small_conv_kernels():
         for number, ((start, state), (end, target)) in enumerate(zip(points, points[1:])):
             if not _load(state, params, optimizer):
-                return _refused("途中の重みの記録", "a snapshot of the weights does not fit the lecture's Net")
+                return _refused("途中の重みの記録", "a snapshot of the weights does not fit the lab's network")
             problem = _run(events, start, end, net, params, optimizer, cursor, losses, budget)
             if problem:
                 return _diverged(cursor.where(start), problem, events)
@@ -265,7 +265,7 @@ def _diverged(batch: int, problem: str | None, events: str) -> Verdict:
     if steps == 0 and problem is None:
         hint = Message("与えられた optimizer の step() を呼ばずに重みが変わっています。引数の optimizer を使ってください。",
                        "the weights changed without a step() of the optimizer it was given: use the optimizer "
-                       "passed to train_one_epoch.")
+                       "passed to your training loop.")
     else:
         hint = Message("引数の optimizer と講義の損失 F.nll_loss（ミニバッチの平均）で、loader のミニバッチだけを使って"
                        "学習し、それ以外の方法で重みを変えないでください。",

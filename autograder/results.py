@@ -68,7 +68,7 @@ class Fingerprint:
 
     digest: str
     config: str  # sha256 of assignment.toml
-    hidden: str  # sha256 of every file under hidden/, each with its path relative to hidden/
+    hidden: str  # sha256 of every file under hidden/ (each with its path relative to hidden/) and of the runtime
     notebook: str  # sha256 of the source notebook
     kit: str  # autograder.__version__
 
@@ -113,8 +113,14 @@ def fingerprint(assignment: Assignment) -> Fingerprint:
     root = assignment.folder / "hidden"
     files = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*") if p.is_file()
                    and not any(part in _DERIVED for part in p.relative_to(root).parts) and p.suffix != ".pyc")
-    for name, path in files:
-        data = path.read_bytes()
+    framed = [(name, path.read_bytes()) for name, path in files]
+    # The lab's steps inside the sandbox decide what the checks see: they count as the checks' own code.
+    from .config import runtime_sources
+
+    sources = runtime_sources(assignment)
+    framed.append(("../runtime.py", sources["runtime"].encode()))
+    framed += [(f"module:{name}", source.encode()) for name, source in sources["modules"].items()]
+    for name, data in framed:
         # Path and length framed: moving bytes from one file to the next, or renaming a file, changes the digest.
         hidden.update(f"{name}\0{len(data)}\0".encode())
         hidden.update(data)

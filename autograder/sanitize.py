@@ -8,9 +8,9 @@ The rules (README, "What the grader runs"):
   the first of the student's cells that comes after them in the course, whether the student's copy moved,
   edited or deleted them.
 - A cell is known by its nbgrader grade_id. When an editor dropped that metadata, it is known by what it
-  is: a test or locked cell by its text, an answer cell by the names it defines (the course's answer to
-  `train_one_epoch` defines `train_one_epoch`), an experiment cell by sharing most of the names the course's
-  experiment defines. The report says so.
+  is: a test or locked cell by its text, an answer cell by the names it defines (the course's answer cell
+  that defines a function `f` is the student's cell that defines `f`), an experiment cell by sharing most of
+  the names the course's experiment defines. The report says so.
 - IPython's own input transformer translates magics (`%matplotlib`, `!pip`, `%%time`) into Python that the
   run's small `get_ipython()` (harness.Shell) performs or skips; skipped ones are noted.
 

@@ -13,7 +13,7 @@ blocked call through under another number), and on x86_64 the x32 calls (nr >= 0
 the same reason. ``clone`` is refused only with a CLONE_NEW* flag (threads and fork() use it); ``clone3``
 says ENOSYS, since a filter can not read flags behind a pointer, and glibc then falls back to ``clone``.
 
-Standard library only: zygote.py imports this file inside the fork server's sandbox, and sandbox.py's shim
+Standard library only: zygote.py imports this file inside the fork server's sandbox, and the sandbox's shim (sandbox/shim.py)
 carries a copy of `install` (it runs with ``python -I -S`` and can import nothing of ours).
 """
 

@@ -41,17 +41,17 @@ from autograder.sanitize import sanitize  # noqa: E402
 def harness_epoch(assignment, clean, probes, data, threads: int, bwrap: bool, server=None) -> float:
     """The harness's epoch seconds: in a sandbox of its own (bwrap or the fallback), or forked by `server`."""
     settings = observe.RunSettings(threads=threads)
-    plan = observe.plan_for(assignment, list(clean.cells), probes.SHAPE_PROBES, settings, data)
-    real = sandbox.bwrap_available
+    plan = observe.plan_for(assignment, list(clean.cells), probes.SANDBOX, settings, data)
+    real = sandbox.launch.bwrap_available
     if not bwrap:
-        sandbox.bwrap_available = lambda: False
+        sandbox.launch.bwrap_available = lambda: False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the fallback's loud warning, expected here
             sandbox.log.disabled = not bwrap  # and its log line
             run, obs = observe.run(plan, limits=assignment.limits, data=data, settings=settings, server=server)
     finally:
-        sandbox.bwrap_available = real
+        sandbox.launch.bwrap_available = real
         sandbox.log.disabled = False
     if run.sandboxed != bwrap or not obs.first("training"):
         raise SystemExit(f"the run did not train as expected: sandboxed={run.sandboxed}\n{run.stderr[-2000:]}")

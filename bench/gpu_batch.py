@@ -28,8 +28,8 @@ KEY = REPO / "solutions" / "cnn_mnist" / "cnn_mnist.ipynb"
 
 
 def grade(folder: Path, out: Path, device: str, jobs: int) -> float:
-    argv = [sys.executable, "-m", "autograder.cli", "grade", str(folder), "--out", str(out), "--force",
-            "--device", device, "--jobs", str(jobs)]
+    argv = [sys.executable, "-m", "autograder.cli", "grade", str(folder), "--assignment", "cnn_mnist", "--out", str(out),
+            "--force", "--device", device, "--jobs", str(jobs)]
     started = time.perf_counter()
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - started

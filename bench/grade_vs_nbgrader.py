@@ -371,7 +371,7 @@ def kit_round(course: Path, students: list[str], tmp: Path, rnd: int, jobs: int,
     flags = ([] if fork_server else ["--no-fork-server"]) + ([f"--threads={threads}"] if threads else [])
     name = f"r{rnd}-jobs{jobs}" + ("" if fork_server else "-own") + (f"-threads{threads}" if threads else "")
     out = tmp / "kit" / name
-    argv = [str(BIN / "autograder"), "grade", str(course / "submitted"), "--out", str(out), "--force",
+    argv = [str(BIN / "autograder"), "grade", str(course / "submitted"), "--assignment", ASSIGNMENT, "--out", str(out), "--force",
             "--jobs", str(jobs), *flags]
     wall = run_logged(argv, cwd=REPO, logfile=tmp / "logs" / f"kit-{name}.log")
     per_sub, bad = {}, []

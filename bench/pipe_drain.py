@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Benchmark: how fast the grader drains a run's print() output while another thread of the grader computes
-in Python (the judge), with the kernel's default 64 KB pipes and with the 1 MB pipes sandbox.py asks for.
+in Python (the judge), with the kernel's default 64 KB pipes and with the 1 MB pipes the sandbox asks for (sandbox/watchdog.py).
 
 Each round of the reader needs the GIL; a thread spinning in Python hands it over once per switch interval
 (5 ms), so the number of rounds (output / pipe size) sets the time. Prints both figures from one run:
@@ -54,7 +54,7 @@ def main() -> None:
     mb = parser.parse_args().mb
     print(f"draining {mb} MB of print() beside a thread computing in Python")
     print(f"  64 KB pipes (the kernel's default): {drain(mb, None):6.1f} s")
-    print(f"   1 MB pipes (sandbox.py):            {drain(mb, 1 << 20):6.1f} s")
+    print(f"   1 MB pipes (the sandbox's):       {drain(mb, 1 << 20):6.1f} s")
 
 
 if __name__ == "__main__":

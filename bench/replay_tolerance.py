@@ -81,7 +81,7 @@ def main() -> None:
     print(f"tolerance: weights {replay.TOLERANCE['param']:g}, optimizer state {replay.TOLERANCE['state']:g}, "
           f"gradients {replay.TOLERANCE['grad']:g} (relative, per tensor, per stretch)")
     for seed in args.seeds:
-        setup = replay.Setup(net_class=ref.Net, initial=judge.initial_weights(ref, seed), images=images,
+        setup = replay.Setup(net_class=ref.Net, initial=judge.initial_weights(ref.Net, seed), images=images,
                              labels=labels, batch_size=t.batch_size, seed=seed, optimizer=t.optimizer, lr=t.lr,
                              momentum=t.momentum)
         print(f"\nseed {seed}")

@@ -20,6 +20,14 @@ RELEASED = REPO_ROOT / "release" / "cnn_mnist" / "cnn_mnist.ipynb"
 SOURCE = REPO_ROOT / "assignments" / "cnn_mnist" / "cnn_mnist.ipynb"
 
 
+def released(lab: str) -> Path:
+    return REPO_ROOT / "release" / lab / f"{lab}.ipynb"
+
+
+def source(lab: str) -> Path:
+    return REPO_ROOT / "assignments" / lab / f"{lab}.ipynb"
+
+
 @dataclass(frozen=True)
 class Mutant:
     name: str
@@ -28,6 +36,7 @@ class Mutant:
     new: str
     part: str  # the one part that must lose points
     message: str  # a phrase of the English feedback
+    lab: str = "cnn_mnist"
 
 
 MUTANTS = [
@@ -60,17 +69,38 @@ MUTANTS = [
 ]
 
 
-def answers() -> dict[str, str]:
+# The mlp_mnist lab's own mistakes, and the CNN lab's mistakes in the cells both labs share (the same contract,
+# the same answer code): each must cost its part there too.
+SHARED_CELLS = ("get_device", "train_one_epoch", "evaluate")
+MLP_MUTANTS = [
+    Mutant("bias_ignored", "linear_forward", "        y = y + bias\n", "        pass\n", "linear",
+           "returned values that differ from nn.Linear's", "mlp_mnist"),
+    Mutant("calls_F_linear", "linear_forward", "y = x @ weight.T", "y = F.linear(x, weight)", "linear",
+           "calls torch's linear layer", "mlp_mnist"),
+    Mutant("no_shape_check", "linear_forward", "    if x.shape[-1] != weight.shape[1]:", "    if False:", "linear",
+           "should raise ValueError, but raised RuntimeError", "mlp_mnist"),
+    Mutant("hidden_64", "net", "nn.Linear(28 * 28, 128)  # 784 -> 128\n        self.fc2 = nn.Linear(128, 10)",
+           "nn.Linear(28 * 28, 64)\n        self.fc2 = nn.Linear(64, 10)", "net", "self.fc1 has out_features = 64",
+           "mlp_mnist"),
+    Mutant("missing_relu", "net", "x = F.relu(self.fc1(x))", "x = self.fc1(x)", "net", "the ReLU after fc1",
+           "mlp_mnist"),
+    Mutant("no_log_softmax", "net", "return F.log_softmax(self.fc2(x), dim=1)", "return self.fc2(x)", "net",
+           "F.log_softmax(x, dim=1)", "mlp_mnist"),
+    *[Mutant(m.name, m.cell, m.old, m.new, m.part, m.message, "mlp_mnist") for m in MUTANTS if m.cell in SHARED_CELLS],
+]
+
+
+def answers(lab: str = "cnn_mnist") -> dict[str, str]:
     """grade_id -> the answer key's code for every solution cell."""
-    nb = json.loads(SOURCE.read_text(encoding="utf-8"))
+    nb = json.loads(source(lab).read_text(encoding="utf-8"))
     return {grade_id(c): strip_markers("".join(c["source"])) for c in nb["cells"]
             if c.get("metadata", {}).get("nbgrader", {}).get("solution")}
 
 
-def filled(changes: dict[str, str] | None = None) -> dict:
+def filled(changes: dict[str, str] | None = None, lab: str = "cnn_mnist") -> dict:
     """The released notebook with the stubs replaced by the answer key (and by `changes`, per cell)."""
-    nb = json.loads(RELEASED.read_text(encoding="utf-8"))
-    code = answers() | (changes or {})
+    nb = json.loads(released(lab).read_text(encoding="utf-8"))
+    code = answers(lab) | (changes or {})
     for cell in nb["cells"]:
         gid = grade_id(cell)
         if gid in code:
@@ -79,9 +109,9 @@ def filled(changes: dict[str, str] | None = None) -> dict:
 
 
 def mutant_notebook(mutant: Mutant) -> dict:
-    source = answers()[mutant.cell]
-    assert mutant.old in source, f"{mutant.name}: {mutant.old!r} is not in the answer key any more"
-    return filled({mutant.cell: source.replace(mutant.old, mutant.new, 1)})
+    code = answers(mutant.lab)[mutant.cell]
+    assert mutant.old in code, f"{mutant.name}: {mutant.old!r} is not in the answer key any more"
+    return filled({mutant.cell: code.replace(mutant.old, mutant.new, 1)}, mutant.lab)
 
 
 def write(nb: dict, path: Path) -> Path:
@@ -102,3 +132,12 @@ def course_copy(folder: Path, edits: dict[str, str] | None = None) -> Path:
         toml = toml.replace(old, new)
     (course / "assignment.toml").write_text(toml)
     return course
+
+
+def assert_costs_only_its_part(result, points: dict[str, float], mutant: Mutant) -> None:
+    """The mutant's notebook was graded, lost points in its own part only, and was told why."""
+    assert result.status == "graded"
+    lost = {part for part in points if result.parts[part] < points[part]}
+    assert lost == {mutant.part}, result.parts
+    messages = " ".join(c.message.en for c in result.checks if not c.passed)
+    assert mutant.message in messages

@@ -21,7 +21,7 @@ def write(tmp_path, text):
     return tmp_path
 
 
-BASE = 'name = "a"\nnotebook = "a.ipynb"\nmodule_cells = ["x"]\n[points]\nshapes = 10\n'
+BASE = 'name = "a"\nnotebook = "a.ipynb"\nmodule_cells = ["x"]\nmodel = "Net"\n[points]\nshapes = 10\n'
 
 
 def test_minimal_config_takes_defaults(tmp_path):
@@ -51,6 +51,7 @@ def test_part_names_are_optional_per_part_and_language(tmp_path, assignment):
     ("[part_names]\nshapes = 'サイズ'\n", "part_names.shapes must be a table"),
     ("[part_names]\nshapes = { ja = 1 }\n", "part_names.shapes.ja must be a string"),
     ("[part_names]\nnope = { ja = 'x' }\n", "part_names.nope must name a part of [points]"),
+    ("[training]\nholdout = 60000\n", "training.holdout must be between 0 and 59999"),
 ])
 def test_bad_configs_name_the_key(tmp_path, extra, message):
     with pytest.raises(config.ConfigError) as err:
@@ -60,7 +61,7 @@ def test_bad_configs_name_the_key(tmp_path, extra, message):
 
 
 def test_missing_required_key(tmp_path):
-    with pytest.raises(config.ConfigError, match="missing key module_cells"):
+    with pytest.raises(config.ConfigError, match="missing keys module_cells, model"):
         config.load(write(tmp_path, 'name = "a"\nnotebook = "a.ipynb"\n'))
 
 
@@ -74,3 +75,23 @@ def test_unknown_assignment_lists_known(tmp_path):
 def test_invalid_toml(tmp_path):
     with pytest.raises(config.ConfigError, match="not valid TOML"):
         config.load(write(tmp_path, "name = \n"))
+
+
+@pytest.mark.parametrize("top, message", [
+    ('model = "Net"\ndataset = "cifar"\n', "dataset must be one of mnist, not 'cifar'"),
+    ('model = "my net"\n', "model must be the name of the answer key's network class"),
+    ('model = "Net"\nruntime_modules = ["labkit..steps"]\n', "runtime_modules: 'labkit..steps' is not a module name"),
+    ("", "missing key model"),
+])
+def test_bad_top_level_keys_are_named(tmp_path, top, message):
+    text = BASE.replace('model = "Net"\n', "").replace("[points]", top + "[points]")
+    with pytest.raises(config.ConfigError) as err:
+        config.load(write(tmp_path, text))
+    assert message in str(err.value)
+
+
+def test_a_runtime_module_that_does_not_exist_is_named(tmp_path):
+    a = config.load(write(tmp_path, BASE.replace("[points]", 'runtime_modules = ["labkit.nope"]\n[points]')))
+    (tmp_path / "runtime.py").write_text("")
+    with pytest.raises(config.ConfigError, match="labkit.nope is not a Python module"):
+        config.runtime_sources(a)

@@ -51,7 +51,7 @@ class Runner:
             return sb.run_sandboxed([PY, "-c", code], mounts=[], limits=limits)
         g = self.grader
         source = "import functools\nprint = functools.partial(print, flush=True)\n" + code
-        plan = observe.plan_for(g.assignment, [Cell("setup", source)], g.probes.SHAPE_PROBES, g.settings, g.data)
+        plan = observe.plan_for(g.assignment, [Cell("setup", source)], g.probes.SANDBOX, g.settings, g.data)
         result, obs = observe.run(plan, limits=limits, data=g.data, settings=g.settings, server=self.server)
         cell = obs.all("cell")
         assert result.killed_for or (cell and cell[0]["ok"]), (cell, result.stderr[-2000:])
@@ -60,7 +60,7 @@ class Runner:
 
 def _runner(name: str, request) -> Runner:
     if not sb.bwrap_available():
-        pytest.fail(f"bubblewrap unusable here: {sb._probe()}")
+        pytest.fail(f"bubblewrap unusable here: {sb.launch.probe()}")
     if name == "own":
         return Runner(name)
     return Runner(name, request.getfixturevalue("grader"), request.getfixturevalue("server"))
@@ -112,7 +112,7 @@ def accounting(request, monkeypatch):
     if request.param == "cgroup":
         if sb.memory_accounting() == "watchdog":
             pytest.skip("no memory cgroup can be made here (not root, or cgroup v2 without delegation)")
-        monkeypatch.setattr(sb, "_unmapped_bytes", lambda pids, host: 0)
+        monkeypatch.setattr(sb.watchdog, "_unmapped_bytes", lambda pids, host: 0)
     else:
         monkeypatch.setattr(cgroup, "create", lambda memory_mb: None)
     return request.param
@@ -190,7 +190,7 @@ def test_a_user_namespace_tmpfs_hog_is_refused(run):
 
 def test_a_tmpfs_hog_in_a_user_namespace_is_counted_without_seccomp(run, accounting, monkeypatch):
     """Were the filter not there, the memory accounting would still stop it."""
-    monkeypatch.setattr(sb, "seccomp_program", lambda: None)
+    monkeypatch.setattr(sb.command, "seccomp_program", lambda: None)
     with host_shmem() as shmem:
         r = run(USERNS_HOG)
     assert r.killed_for == "memory", (r.killed_for, r.stdout, r.stderr[-2000:])
@@ -233,7 +233,7 @@ def test_an_out_of_memory_kill_in_the_cgroup_is_a_memory_kill_of_the_whole_run(r
 
 
 def test_the_fallback_without_bubblewrap_counts_memfds_too(monkeypatch):
-    monkeypatch.setattr(sb, "bwrap_available", lambda: False)
+    monkeypatch.setattr(sb.launch, "bwrap_available", lambda: False)
     monkeypatch.setattr(cgroup, "create", lambda memory_mb: None)
     with pytest.warns(RuntimeWarning, match="WITHOUT a sandbox"), host_shmem() as shmem:
         r = sb.run_sandboxed([PY, "-c", textwrap.dedent(MEMFD_HOG)], mounts=[],
@@ -316,7 +316,7 @@ if MACHINE == "x86_64":
 @pytest.mark.parametrize("where", ["own", "fork", "fallback"])
 def test_the_seccomp_filter_refuses_what_docker_refuses(where, request, monkeypatch):
     if where == "fallback":
-        monkeypatch.setattr(sb, "bwrap_available", lambda: False)
+        monkeypatch.setattr(sb.launch, "bwrap_available", lambda: False)
         with pytest.warns(RuntimeWarning, match="WITHOUT a sandbox"):
             r = sb.run_sandboxed([PY, "-c", textwrap.dedent(SYSCALL_PROBE % json.dumps(NR))], mounts=[],
                                  limits=Limits(wall_seconds=60))
@@ -364,10 +364,10 @@ def test_the_filter_covers_both_architectures_and_kills_any_other():
 
 
 def test_bwrap_refuses_nested_user_namespaces_when_it_makes_one(monkeypatch):
-    monkeypatch.setattr(sb, "_is_root", lambda: False)
-    cmd = sb._bwrap_argv(["true"], [], Limits(), None, "/scratch", (), 3, False)
+    monkeypatch.setattr(sb.command, "is_root", lambda: False)
+    cmd = sb.command.bwrap_argv(["true"], [], Limits(), None, "/scratch", (), 3, False)
     assert "--unshare-user" in cmd
-    assert ("--disable-userns" in cmd) == sb._bwrap_has("--disable-userns")
+    assert ("--disable-userns" in cmd) == sb.command.bwrap_has("--disable-userns")
 
 
 # ---------------------------------------------------------------- 3. the session keyring
@@ -402,7 +402,7 @@ if FORK:
 try:
     for filtered in (True, False):
         if not filtered:
-            sb.seccomp_program = lambda: None  # the keyring alone
+            sb.command.seccomp_program = lambda: None  # the keyring alone
         seen[f"own {filtered}"] = sb.run_sandboxed([sys.executable, "-c", INSIDE % key], mounts=[],
                                                    limits=sb.Limits(wall_seconds=60)).stdout
         if FORK:
@@ -439,7 +439,7 @@ def test_the_graders_session_keyring_is_out_of_reach(mnist_dir):
     it can neither be found nor read, nothing can be added to it; after the runs it holds only its own key.
     Then again without the filter: a session keyring of the run's own is what keeps it out of reach."""
     if not sb.bwrap_available():
-        pytest.fail(f"bubblewrap unusable here: {sb._probe()}")
+        pytest.fail(f"bubblewrap unusable here: {sb.launch.probe()}")
     inside = (f"NR_KEYCTL, NR_ADD_KEY = {NR['keyctl']}, {NR['add_key']}\n" + KEYRING_INSIDE)
     fork = forkserver.usable("cpu")
     prelude = (f"ROOT = {str(Path(__file__).resolve().parents[1])!r}\nNR = {json.dumps(NR)}\n"
@@ -497,7 +497,7 @@ def test_runs_at_the_same_time_do_not_see_each_others_ptys(run):
     holder = threading.Thread(target=lambda: box.setdefault("r", run(PTY_HOLDER % token)), daemon=True)
     holder.start()
     if run.server is not None:  # a forked run's command line is the fork server's
-        candidates = lambda: sb._tree(run.server._proc.pid)[0]  # noqa: E731
+        candidates = lambda: sb.watchdog.process_tree(run.server._proc.pid)[0]  # noqa: E731
     else:
         candidates = lambda: pids_with(token)  # noqa: E731
     deadline, pid = time.monotonic() + 60, None

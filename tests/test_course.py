@@ -26,8 +26,10 @@ def test_the_folders_and_the_only_lab(tmp_path):
     course = Course.at(copy_of_this_course(tmp_path))
     assert (course.labs_dir, course.release_dir, course.solutions_dir) == (
         tmp_path / "assignments", tmp_path / "release", tmp_path / "solutions")
-    assert course.labs() == ["cnn_mnist"] and course.lab().name == "cnn_mnist"
-    assert course.lab().folder == tmp_path / "assignments" / "cnn_mnist"  # the copy, not this checkout
+    assert course.labs() == ["cnn_mnist", "mlp_mnist"]
+    assert course.lab("cnn_mnist").folder == tmp_path / "assignments" / "cnn_mnist"  # the copy, not this checkout
+    shutil.rmtree(tmp_path / "assignments" / "mlp_mnist")
+    assert course.labs() == ["cnn_mnist"] and course.lab().name == "cnn_mnist"  # one lab: no name needed
 
 
 def test_course_toml_renames_the_folders(tmp_path):
@@ -42,7 +44,7 @@ def test_course_toml_renames_the_folders(tmp_path):
 def test_without_a_name_a_course_of_two_labs_asks_which(tmp_path):
     copy_of_this_course(tmp_path)
     shutil.copytree(tmp_path / "assignments" / "cnn_mnist", tmp_path / "assignments" / "lab2")
-    with pytest.raises(ConfigError, match="name a lab with --assignment: .* holds cnn_mnist, lab2"):
+    with pytest.raises(ConfigError, match="name a lab with --assignment: .* holds cnn_mnist, lab2, mlp_mnist"):
         Course.at(tmp_path).lab()
     with pytest.raises(ConfigError, match="is .* a course folder"):
         Course.at(tmp_path / "assignments").lab()

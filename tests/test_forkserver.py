@@ -27,7 +27,7 @@ def answer_key() -> Submission:
 
 
 def run_cells(grader, server, source: str, **limits):
-    plan = observe.plan_for(grader.assignment, [Cell("setup", source)], grader.probes.SHAPE_PROBES,
+    plan = observe.plan_for(grader.assignment, [Cell("setup", source)], grader.probes.SANDBOX,
                             grader.settings, grader.data)
     return observe.run(plan, limits=replace(grader.assignment.limits, **limits), data=grader.data,
                        settings=grader.settings, server=server)
@@ -125,7 +125,7 @@ def test_runs_with_several_torch_threads_do_not_hang(grader):
         plan = observe.plan_for(grader.assignment, [Cell("setup", "import torch\nx = torch.randn(1500, 1500)\n"
                                                              "for _ in range(3):\n    x = torch.tanh(x @ x)\n"
                                                              "assert torch.get_num_threads() == 2\n")],
-                                grader.probes.SHAPE_PROBES, settings, grader.data)
+                                grader.probes.SANDBOX, settings, grader.data)
         run, obs = observe.run(plan, limits=replace(grader.assignment.limits, wall_seconds=60), data=grader.data,
                                settings=settings, server=server)
     finally:

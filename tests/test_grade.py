@@ -36,7 +36,7 @@ def batch(tmp_path_factory, mnist_dir):
     for m in mutants.MUTANTS:
         mutants.write(mutants.mutant_notebook(m), folder / f"{m.name}.ipynb")
     out = tmp_path_factory.mktemp("out")
-    run = autograder("grade", str(folder), "--out", str(out), "--lang", "en", "--jobs", "2", "--device", "cpu",
+    run = autograder("grade", str(folder), "--assignment", "cnn_mnist", "--out", str(out), "--lang", "en", "--jobs", "2", "--device", "cpu",
                      env={**os.environ, "MNIST_DIR": str(mnist_dir)})
     assert run.returncode == 0, run.stdout + run.stderr
     results = {r.student_id: r for r in ResultStore(out).load_all()}
@@ -68,12 +68,7 @@ def test_untouched_release_scores_zero_with_not_implemented(batch, assignment):
 
 @pytest.mark.parametrize("mutant", mutants.MUTANTS, ids=lambda m: m.name)
 def test_one_mistake_costs_only_its_part(batch, assignment, mutant):
-    result = batch[3][mutant.name]
-    assert result.status == "graded"
-    lost = {part for part in assignment.points if result.parts[part] < assignment.points[part]}
-    assert lost == {mutant.part}, result.parts
-    messages = " ".join(c.message.en for c in result.checks if not c.passed)
-    assert mutant.message in messages
+    mutants.assert_costs_only_its_part(batch[3][mutant.name], assignment.points, mutant)
 
 
 def test_grades_csv_feedback_and_gradebook_agree(batch, assignment):
@@ -104,7 +99,7 @@ def test_grades_csv_feedback_and_gradebook_agree(batch, assignment):
 def test_rerun_skips_graded_students(batch, mnist_dir):
     folder, out, _, results = batch
     before = {p.name: p.read_bytes() for p in (out / "results").iterdir()}
-    run = autograder("grade", str(folder), "--out", str(out), "--lang", "en", env={**os.environ,
+    run = autograder("grade", str(folder), "--assignment", "cnn_mnist", "--out", str(out), "--lang", "en", env={**os.environ,
                                                                                    "MNIST_DIR": str(mnist_dir)})
     assert run.returncode == 0, run.stderr
     assert {p.name: p.read_bytes() for p in (out / "results").iterdir()} == before
@@ -118,7 +113,9 @@ def test_validate_prints_the_report(batch, mnist_dir):
     assert "total: 100 / 100" in good.stdout.lower() or "100 / 100" in good.stdout
     broken = folder.parent / "broken.ipynb"
     broken.write_text('{"cells": [', encoding="utf-8")
-    bad = autograder("validate", str(broken), "--lang", "en", env=env)
+    unknown = autograder("validate", str(broken), "--lang", "en", env=env)  # which lab is it? it cannot say
+    assert unknown.returncode == 2 and "name a lab with --assignment" in unknown.stderr
+    bad = autograder("validate", str(broken), "--assignment", "cnn_mnist", "--lang", "en", env=env)
     assert bad.returncode == 0, bad.stderr
     assert "not valid JSON" in bad.stdout and "0 / 100" in bad.stdout
     hidden = (REPO_ROOT / "assignments" / "cnn_mnist" / "hidden" / "checks_shapes.py").read_text()
@@ -160,8 +157,8 @@ def test_torch_threads_per_sandbox(assignment, mnist_dir, monkeypatch, tmp_path)
     assert threads(jobs=1) == threads(jobs=1, fork_server=False) == max(1, cores - 1)
     assert threads(jobs=cores + 1) == 1
     assert threads(jobs=cores, threads=cores) == cores
-    run = autograder("grade", str(tmp_path), "--threads", "-1", env={**os.environ, "MNIST_DIR": str(mnist_dir)})
+    run = autograder("grade", str(tmp_path), "--assignment", "cnn_mnist", "--threads", "-1", env={**os.environ, "MNIST_DIR": str(mnist_dir)})
     assert run.returncode == 2 and "--threads" in run.stderr, run.stderr
-    run = autograder("grade", str(tmp_path), "--threads", str(cores + 1), env={**os.environ,
+    run = autograder("grade", str(tmp_path), "--assignment", "cnn_mnist", "--threads", str(cores + 1), env={**os.environ,
                                                                                 "MNIST_DIR": str(mnist_dir)})
     assert run.returncode == 2 and "cores" in run.stderr, run.stderr

@@ -382,5 +382,5 @@ def test_nothing_survives_and_nothing_outside_scratch_changes(corpus):
 
 def test_feedback_leaks_no_secret(corpus):
     pages = "".join(p.read_text(encoding="utf-8") for p in (corpus["out"] / "feedback").iterdir())
-    for secret in ("OTHER-STUDENT-SECRET", "GRADEBOOK-SECRET", "def judge_group", "SHAPE_PROBES"):
+    for secret in ("OTHER-STUDENT-SECRET", "GRADEBOOK-SECRET", "def judge_group", "PROBES = {"):
         assert secret not in pages

@@ -118,7 +118,7 @@ def test_sandbox_sees_nothing_it_should_not(grader, run_mode, assignment, mnist_
               "write_zygote": "/sandbox/zygote/harness.py",
               "write_repo": str(REPO_ROOT / "forged.txt"), "write_usr": "/usr/forged.txt"}
     source = f"TARGETS = {json.dumps(json.dumps(targets))}\nWRITES = {json.dumps(json.dumps(writes))}\nPORT = {port}\n"
-    plan = observe.plan_for(assignment, [Cell("setup", source + PROBE)], grader.probes.SHAPE_PROBES,
+    plan = observe.plan_for(assignment, [Cell("setup", source + PROBE)], grader.probes.SANDBOX,
                             grader.settings, grader.data)
     seen = []
     for _ in range(2):  # two students in a row

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from autograder import harness, judge, mnist, observe, reference, replay
+from autograder import config, harness, judge, mnist, observe, reference, replay
 from autograder.budget import Budget
 
 from repo import COURSE
@@ -45,7 +45,7 @@ def ref(assignment):
 
 def setup_for(assignment, ref, data, count):
     t = assignment.training
-    return replay.Setup(net_class=ref.Net, initial=judge.initial_weights(ref, t.seed), images=data[0][:count],
+    return replay.Setup(net_class=ref.Net, initial=judge.initial_weights(ref.Net, t.seed), images=data[0][:count],
                         labels=data[1][:count], batch_size=t.batch_size, seed=t.seed, optimizer=t.optimizer,
                         lr=t.lr, momentum=t.momentum)
 
@@ -78,7 +78,7 @@ def textbook(loss_fn=F.nll_loss, zero=lambda model, optimizer: optimizer.zero_gr
     return loop
 
 
-LAB = harness.load_lab(COURSE.lab("cnn_mnist").runtime.read_text(encoding="utf-8"))  # the lab's in-sandbox steps
+LAB = harness.load_lab(config.runtime_sources(COURSE.lab("cnn_mnist")))  # the lab's in-sandbox steps
 
 
 class SoftmaxThenLog(type(LAB.LectureNet(torch))):
@@ -158,7 +158,7 @@ def test_an_optimizer_of_its_own_is_refused_with_a_hint(assignment, ref, data):
             F.nll_loss(model(images), labels).backward()
             mine.step()
     v = verdict(assignment, ref, data, loop, count=SHORT)
-    assert not v.verified and "use the optimizer passed to train_one_epoch" in v.message.en
+    assert not v.verified and "use the optimizer passed to your training loop" in v.message.en
 
 
 def test_weights_swapped_in_mid_loop_are_refused(assignment, ref, data):

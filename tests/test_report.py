@@ -268,7 +268,7 @@ def real_report(tmp_path_factory, mnist_dir, assignment):
                 "o = (span + (s - 1 if ceil_mode else 0)) // s + 1", "o = span // s + 1")
     mutants.write(nb, folder / "sizes_only.ipynb")
     out = tmp_path_factory.mktemp("out")
-    run = subprocess.run([sys.executable, "-m", "autograder.cli", "grade", str(folder), "--out", str(out), "--jobs",
+    run = subprocess.run([sys.executable, "-m", "autograder.cli", "grade", str(folder), "--assignment", "cnn_mnist", "--out", str(out), "--jobs",
                           "1", "--device", "cpu"], capture_output=True, text=True, cwd=REPO_ROOT,
                          env={**os.environ, "MNIST_DIR": str(mnist_dir)})  # --lang ja, the default
     assert run.returncode == 0, run.stderr[-3000:]

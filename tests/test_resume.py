@@ -26,7 +26,7 @@ def start_batch(tmp_path, mnist_dir, students):
     for name in students:
         mutants.write(mutants.filled(), folder / f"{name}.ipynb")
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "autograder.cli", "grade", str(folder), "--out", str(out), "--jobs", "1",
+    command = [sys.executable, "-m", "autograder.cli", "grade", str(folder), "--assignment", "cnn_mnist", "--out", str(out), "--jobs", "1",
                "--device", "cpu"]
     env = {**os.environ, "MNIST_DIR": str(mnist_dir)}
     proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

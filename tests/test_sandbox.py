@@ -32,13 +32,13 @@ LIMITS = Limits(wall_seconds=60)
 def need_bwrap():
     # A failure, not a skip: grading's guarantees rest on the sandbox, and CI installs bubblewrap.
     if not bwrap_available():
-        pytest.fail(f"bubblewrap unusable here: {sb._probe()}")
+        pytest.fail(f"bubblewrap unusable here: {sb.launch.probe()}")
 
 
 @pytest.fixture
 def no_bwrap(monkeypatch):
     """Force the unsandboxed fallback (and silence its warning)."""
-    monkeypatch.setattr(sb, "bwrap_available", lambda: False)
+    monkeypatch.setattr(sb.launch, "bwrap_available", lambda: False)
     with pytest.warns(RuntimeWarning, match="WITHOUT a sandbox"):
         yield
 
@@ -302,7 +302,7 @@ def test_large_output_is_truncated_without_hanging(need_bwrap):
 
 def test_output_pipes_hold_a_megabyte(need_bwrap):
     """The grader drains output in rounds that each need the GIL: 1 MB pipes make a gigabyte of print() a
-    thousand rounds, not sixteen thousand (sandbox._READ_CHUNK; bench/pipe_drain.py measures the difference)."""
+    thousand rounds, not sixteen thousand (sandbox.watchdog.READ_CHUNK; bench/pipe_drain.py measures the difference)."""
     r = py("""
         import fcntl, sys
         print(*(fcntl.fcntl(f.fileno(), fcntl.F_GETPIPE_SZ) for f in (sys.stdout, sys.stderr)))
@@ -413,7 +413,7 @@ def test_a_run_that_dies_waiting_never_takes_its_turn(need_bwrap):
 
 # ---------------------------------------------------------------- fallback
 def test_require_sandbox_refuses_fallback(monkeypatch):
-    monkeypatch.setattr(sb, "bwrap_available", lambda: False)
+    monkeypatch.setattr(sb.launch, "bwrap_available", lambda: False)
     with pytest.raises(SandboxUnavailable, match="bubblewrap"):
         py("pass", require_sandbox=True)
 
@@ -488,9 +488,9 @@ def test_error_in_supervisor_kills_everything(sandboxed, monkeypatch, request):
     if sandboxed:
         request.getfixturevalue("need_bwrap")
     else:
-        monkeypatch.setattr(sb, "bwrap_available", lambda: False)
+        monkeypatch.setattr(sb.launch, "bwrap_available", lambda: False)
     token = f"marker-{uuid.uuid4()}"
-    real_tree, calls = sb._tree, []
+    real_tree, calls = sb.watchdog.process_tree, []
 
     def failing_tree(pid):
         calls.append(pid)
@@ -498,7 +498,7 @@ def test_error_in_supervisor_kills_everything(sandboxed, monkeypatch, request):
             raise KeyboardInterrupt
         return real_tree(pid)
 
-    monkeypatch.setattr(sb, "_tree", failing_tree)
+    monkeypatch.setattr(sb.watchdog, "process_tree", failing_tree)
     start = time.monotonic()
     with pytest.raises(KeyboardInterrupt), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -508,14 +508,14 @@ def test_error_in_supervisor_kills_everything(sandboxed, monkeypatch, request):
 
 
 def test_missing_bwrap_is_detected(monkeypatch):
-    monkeypatch.setattr(sb.shutil, "which", lambda name: None)
-    sb._probe.cache_clear()
+    monkeypatch.setattr(sb.launch.shutil, "which", lambda name: None)
+    sb.launch.probe.cache_clear()
     try:
         assert not bwrap_available()
-        assert "not on PATH" in sb._probe()
+        assert "not on PATH" in sb.launch.probe()
     finally:
         monkeypatch.undo()
-        sb._probe.cache_clear()
+        sb.launch.probe.cache_clear()
 
 
 def test_python_installed_under_tmp_is_usable(need_bwrap, tmp_path, monkeypatch):
@@ -524,8 +524,8 @@ def test_python_installed_under_tmp_is_usable(need_bwrap, tmp_path, monkeypatch)
     tmp_path.chmod(0o700)  # like mktemp -d: the sandbox must not need to traverse the host's parents
     (venv / "marker.txt").write_text("venv under /tmp")
     (venv / "marker.txt").chmod(0o644)
-    real = sb._python_dirs()
-    monkeypatch.setattr(sb, "_python_dirs", lambda: [*real, str(venv)])
+    real = sb.command.python_dirs()
+    monkeypatch.setattr(sb.command, "python_dirs", lambda: [*real, str(venv)])
     result = run_sandboxed([PY, "-c", f"print(open({str(venv / 'marker.txt')!r}).read()); "
                                       "open('/tmp/x', 'w').write('ok'); print(sorted(__import__('os').listdir('/tmp')))"],
                            mounts=[], limits=LIMITS, require_sandbox=True)

@@ -1,8 +1,11 @@
-"""Hidden probe inputs for the shape functions. Never released; the expected answers are not here either:
-the checks ask real nn.Conv2d / nn.MaxPool2d outside the sandbox.
+"""The lab's probes, grader-side (observe.load_probes): the hidden inputs for the shape functions, what its
+steps are given and what they write. Never released; the expected answers are not here either: the checks ask
+real nn.Conv2d / nn.MaxPool2d outside the sandbox.
 
 Each probe: (group, args, kwargs). A group is one check; the sandbox sees only args and kwargs.
 """
+
+from labkit.records import RECORDS as STANDARD
 
 CONV = [
     ("basic", (28, 3), {}), ("basic", (26, 3), {}), ("basic", (32, 5), {}), ("basic", (11, 1), {}),
@@ -30,5 +33,8 @@ POOL = [
 ]
 
 PROBES = {"conv2d_output_size": CONV, "pool2d_output_size": POOL}
-# What the sandbox is given: the calls only, in order.
-SHAPE_PROBES = {name: [[list(args), kwargs] for _, args, kwargs in probes] for name, probes in PROBES.items()}
+# What the sandbox is given (the plan's "probes"): the calls only, in order.
+SANDBOX = {"shape_probes": {name: [[list(args), kwargs] for _, args, kwargs in probes]
+                            for name, probes in PROBES.items()}}
+# What the lab's steps (runtime.py) write: the standard steps' records and one per shape function.
+RECORDS = {**STANDARD, "shapes": ({"function", "results"}, len(PROBES))}
