@@ -27,7 +27,7 @@ from . import forkserver, observe, reference, replay
 from .config import Assignment
 from .budget import Budget
 from .checks import ChecksTimedOut, CheckSession
-from .judge import ANY_LIMIT, LIMITS, Context, TrustedData, describe_error
+from .judge import ANY_LIMIT, LIMITS, Context, Findings, TrustedData, describe_error
 from .observe import DataDir, RunSettings
 from .results import (CRASHED, GRADED, LIMIT, Message, ResultStore, SubmissionResult, fingerprint, graded_again,
                       invalid, part_titles)
@@ -224,9 +224,9 @@ class Grader:
             parts[check.part] += check.points
         parts = {p: round(v, 2) for p, v in parts.items()}  # sums of shares: 19.999999 is 20
         status, reason = status_of(run, obs)
-        if status == GRADED and ctx.cache.get("judge_timeout"):
+        if status == GRADED and ctx.findings.judge_timeout:
             status, reason = LIMIT, judge_limit(limit)
-        verdict = ctx.cache.get("verdict")
+        verdict = ctx.findings.verdict
         if verdict is not None and verdict.verified and verdict.worst > 0:
             notes.append(Message(
                 f"学習ループを採点側で再現した結果と、あなたのループの重みは丸め誤差の範囲で一致しました"
@@ -256,21 +256,21 @@ class Grader:
             raise
 
     def _near_threshold(self, ctx: Context) -> bool:
-        a, accuracy = self.assignment.accuracy, ctx.cache.get("accuracy")
+        a, accuracy = self.assignment.accuracy, ctx.findings.accuracy
         return accuracy is not None and a.margin > 0 and a.threshold - a.margin <= accuracy < a.threshold
 
     def _second_seed(self, ctx: Context, clean, checks):
         """Within the calibrated margin below the threshold, a seed's bad luck must not cost points: train again
         with another seed and keep the better accuracy check."""
         run, obs = self.sandboxed(clean, replace(self.settings, seed_offset=self.settings.seed_offset + 1))
-        again = self._checked(replace(ctx, run=run, obs=obs, seed=ctx.seed + 1, cache={},
+        again = self._checked(replace(ctx, run=run, obs=obs, seed=ctx.seed + 1, findings=Findings(),
                                       budget=Budget(self.assignment.judge.seconds)))
         second = {c.name: c for c in again}
         kept = [second[c.name] if c.name == "accuracy" and c.name in second and second[c.name].points > c.points
                 else c for c in checks]
-        return kept, Message(f"テスト正解率 {ctx.cache['accuracy']:.4f} が基準に近かったため、別のシードでもう一度学習し、"
+        return kept, Message(f"テスト正解率 {ctx.findings.accuracy:.4f} が基準に近かったため、別のシードでもう一度学習し、"
                              "良い方を採用しました。",
-                             f"the test accuracy {ctx.cache['accuracy']:.4f} was close to the threshold, so the network "
+                             f"the test accuracy {ctx.findings.accuracy:.4f} was close to the threshold, so the network "
                              "was trained again with another seed and the better result kept.")
 
 

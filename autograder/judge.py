@@ -40,6 +40,16 @@ MAX_SHARED_OUTPUTS = 16  # 10,000 x 10 log-probabilities each, 0.4 MB
 
 
 @dataclass
+class Findings:
+    """What the checks of one submission found that the grader acts on once they are done: typed values, not
+    a dict the checks and the grader must agree on by key."""
+
+    verdict: replay.Verdict | None = None  # the replay of the loop, once a check asked for it
+    judge_timeout: bool = False  # the replay ran out of the judge's time: the row's status is "limit"
+    accuracy: float | None = None  # the test accuracy a check measured: near the threshold, a second seed
+
+
+@dataclass
 class Context:
     """Everything a hidden check may look at. Built in the grading process; nothing here came in as code."""
 
@@ -52,7 +62,7 @@ class Context:
     device: torch.device
     probes: dict  # the hidden probe inputs, by function: [(group, args, kwargs), ...]
     seed: int  # the seed the sandboxed run used
-    cache: dict = field(default_factory=dict)
+    findings: Findings = field(default_factory=Findings)
     budget: Budget = field(default_factory=Budget)  # the judge's time on this submission (budget.py)
     # Trusted forward passes by (images, weights digest). The grader hands one dict to a whole batch: the
     # weights before training are the same for most students (same seed, same layers), so the holdout loss
@@ -125,7 +135,7 @@ class Context:
     def training_verdict(self) -> replay.Verdict:
         """Whether the loop's trace, replayed here, leads to the weights it sent back (replay.py). Once per
         submission: every training check asks."""
-        if "verdict" not in self.cache:
+        if self.findings.verdict is None:
             record = self.obs.first("training") or {}
             t = self.assignment.training
             setup = replay.Setup(net_class=self.model, initial=self.initial_state(),
@@ -136,14 +146,14 @@ class Context:
             if "snapshot" in self.obs.rejected:
                 snapshots.append((None, None))  # a snapshot that could not be read: the chain is broken
             try:
-                self.cache["verdict"] = replay.verify(setup, record.get("events", ""), snapshots,
+                self.findings.verdict = replay.verify(setup, record.get("events", ""), snapshots,
                                                       self.trained_state(), self.budget)
             except replay.JudgeTimeout:
-                self.cache["judge_timeout"] = True
-                self.cache["verdict"] = replay.Verdict(False, Message(
+                self.findings.judge_timeout = True
+                self.findings.verdict = replay.Verdict(False, Message(
                     "採点側で学習ループを再現しきれず、時間切れになりました。学習ループの記録は採点に使えません。",
                     "the grader could not replay the loop within its time limit, so nothing the loop reported counts."))
-        return self.cache["verdict"]
+        return self.findings.verdict
 
     def _outputs(self, state: dict, images: torch.Tensor) -> torch.Tensor | None:
         # Several checks look at the same weights on the same images (the loss and the accuracy on the holdout

@@ -48,11 +48,12 @@ def harness_epoch(assignment, clean, probes, data, threads: int, bwrap: bool, se
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the fallback's loud warning, expected here
-            sandbox.log.disabled = not bwrap  # and its log line
-            run, obs = observe.run(plan, limits=assignment.limits, data=data, settings=settings, server=server)
+            sandbox.launch.log.disabled = not bwrap  # and its log line
+            run, obs = observe.run(plan, limits=assignment.limits, data=data, settings=settings, server=server,
+                                   records=observe.schema(probes.RECORDS))
     finally:
         sandbox.launch.bwrap_available = real
-        sandbox.log.disabled = False
+        sandbox.launch.log.disabled = False
     if run.sandboxed != bwrap or not obs.first("training"):
         raise SystemExit(f"the run did not train as expected: sandboxed={run.sandboxed}\n{run.stderr[-2000:]}")
     return obs.first("training")["seconds"]
