@@ -345,20 +345,26 @@ def check_evaluate_value(ctx):
              "that data: divide the number of correct predictions by the number of samples.")
 
 
+def no_evaluation_forward_with(ctx, flag: str, ja: str, en: str) -> None:
+    """Lose the check unless evaluate() called the model, and none of those calls had `flag` set (a counter
+    of harness.Spy: train_mode, grad_enabled)."""
+    forwards = counts(evaluation(ctx), "forwards")
+    if not forwards.get("count"):
+        fail("evaluate がモデルを一度も呼んでいません。", "evaluate never called the model.")
+    if forwards.get(flag):
+        fail(ja, en)
+
+
 @pytest.mark.check("evaluate", "評価モード（model.eval()）", "evaluation mode (model.eval())", observed=True)
 def check_eval_mode(ctx):
-    forwards = evaluation(ctx)["forwards"]
-    if forwards["count"] == 0 or forwards["train_mode"]:
-        fail("評価中にモデルが学習モードのままです。最初に model.eval() を呼んでください。",
-             "the model stayed in training mode during evaluation: call model.eval() first.")
+    no_evaluation_forward_with(ctx, "train_mode", "評価中にモデルが学習モードのままです。最初に model.eval() を呼んでください。",
+                               "the model stayed in training mode during evaluation: call model.eval() first.")
 
 
 @pytest.mark.check("evaluate", "勾配を計算しない（torch.no_grad()）", "no gradients (torch.no_grad())", observed=True)
 def check_no_grad(ctx):
-    forwards = evaluation(ctx)["forwards"]
-    if forwards["count"] == 0 or forwards["grad_enabled"]:
-        fail("評価中に勾配を計算しています。with torch.no_grad(): の中で計算してください。",
-             "gradients are computed during evaluation: compute inside with torch.no_grad():.")
+    no_evaluation_forward_with(ctx, "grad_enabled", "評価中に勾配を計算しています。with torch.no_grad(): の中で計算してください。",
+                               "gradients are computed during evaluation: compute inside with torch.no_grad():.")
 
 
 @pytest.mark.check("training", "学習した重みのテスト正解率", "test accuracy of the weights your loop trained")
