@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from . import config
@@ -35,25 +36,124 @@ def _release(args) -> int:
 
 
 def _grade(args) -> int:
-    from . import gradebook, grade, report, submissions
+    from . import grade, intake
 
     course = Course.at(args.course)
     assignment = course.lab(args.assignment)
     options = grade.Options(device=grade.resolve_device(args.device), jobs=args.jobs, force=args.force,
                             require_sandbox=args.require_sandbox, fork_server=args.fork_server,
                             threads=args.threads)
-    subs = submissions.collect(Path(args.submissions), assignment=assignment.name)
+    found = intake.gather(Path(args.submissions), assignment=assignment.name, notebook_name=assignment.notebook,
+                          roster=_roster(args, course))
     out = Path(args.out or course.root / "out" / assignment.name)
+    subs = found.submissions
+    if args.student:
+        unknown = sorted(set(args.student) - {s.student_id for s in subs})
+        if unknown:
+            raise ValueError(f"--student {', '.join(unknown)}: no such student in {args.submissions} "
+                             f"(run 'autograder status' to list the students found there)")
+        # Only these are graded (again); the reports still cover everyone handed in and graded before.
+        results = grade.grade(assignment, [s for s in subs if s.student_id in args.student], out,
+                              replace(options, force=True), progress=grade.Progress(lang=args.lang))
+    else:
+        results = grade.grade(assignment, subs, out, options, progress=grade.Progress(lang=args.lang))
     ids = {s.student_id for s in subs}
-    results = [r for r in grade.grade(assignment, subs, out, options, progress=grade.Progress(lang=args.lang))
-               if r.student_id in ids]
-    parts = list(assignment.points)
-    report.write_grades_csv(results, out / "grades.csv", parts)
-    report.write_feedback(results, out, args.lang, assignment_title=assignment.name)
-    gradebook.record(args.db or gradebook.default_db_url(out), assignment, results)
-    print(report.summary_table(results, parts))
-    print(f"\ngrades: {out / 'grades.csv'}   feedback: {out / 'feedback'}   gradebook: {args.db or out / 'gradebook.db'}")
+    results = [r for r in results if r.student_id in ids]
+    _reports(args, course, assignment, results, out, found)
     return 0
+
+
+def _reports(args, course, assignment, results, out: Path, found) -> None:
+    """Everything a batch writes from its results: grades.csv, the feedback pages, the class report, the
+    gradebook, and in an nbgrader course its autograded/ and feedback/ folders. All of it from the results and
+    the lab's [late] policy as they are now, so running it again after a change of due date re-scores the class."""
+    from . import classreport, gradebook, grade, late, nbcourse, report
+
+    lateness = {r.student_id: late.assess(assignment.late, r) for r in results}
+    try:
+        curve = grade.reference_losses(assignment)
+    except Exception as exc:  # a picture is not worth a batch: the pages say the curve is missing
+        logging.getLogger(__name__).warning("no answer-key loss curve for the feedback: %s", exc)
+        curve = None
+    parts = list(assignment.points)
+    report.write_grades_csv(results, out / "grades.csv", parts, lateness=lateness)
+    report.write_feedback(results, out, args.lang, assignment_title=assignment.name, lateness=lateness,
+                          reference_losses=curve)
+    notes = found.summary_lines(lang=args.lang) if found is not None else []
+    classreport.write_class_report(results, out / "class_report.html", assignment_title=assignment.name,
+                                   lateness=lateness, intake_lines=notes)
+    nb = nbcourse.find(Path(args.submissions)) if found is not None else None
+    # An nbgrader course keeps its own gradebook: formgrader, generate_feedback and `nbgrader export` read it.
+    db = args.db or (nb.db_url if nb is not None else gradebook.default_db_url(out))
+    if nb is not None and args.db and args.db != nb.db_url:
+        print(f"warning: --db {args.db} is not the nbgrader course's gradebook ({nb.db_url}); "
+              "'nbgrader generate_feedback' will not see these scores", file=sys.stderr)
+    gradebook.record(db, assignment, results,
+                     course_id=nb.course_id if nb is not None and nb.course_id else "default_course")
+    if nb is not None:
+        released = course.release_dir / assignment.name / assignment.notebook  # what was graded against
+        written = nbcourse.write_autograded(nb, assignment, results, found.submissions, lang=args.lang,
+                                            release=released)
+        written += nbcourse.write_feedback(nb, assignment, results, lang=args.lang, render=lambda r: report.feedback_html(
+            r, lang=args.lang, assignment_title=assignment.name, lateness=lateness[r.student_id],
+            reference_losses=curve))
+        for w in written:
+            if w.note:
+                print(f"nbgrader: {report._printable(w.student_id)}: {w.note}", file=sys.stderr)
+    print(report.summary_table(results, parts, lateness=lateness))
+    for line in notes:
+        print(line)
+    print(f"\ngrades: {out / 'grades.csv'}   feedback: {out / 'feedback'}   class report: "
+          f"{out / 'class_report.html'}   gradebook: {db}")
+    if nb is not None:
+        print(f"nbgrader: {nb.root / nb.autograded} and {nb.root / nb.feedback} written; 'nbgrader "
+              "generate_feedback', 'release_feedback' and 'export' now see these scores")
+
+
+def _roster(args, course):
+    """--roster, else the course's roster.csv when there is one; None without either."""
+    from . import roster
+
+    path = Path(args.roster) if args.roster else course.root / "roster.csv"
+    if not args.roster and not path.is_file():
+        return None
+    return roster.read_roster(path)
+
+
+def _status(args) -> int:
+    from . import intake, status
+
+    course = Course.at(args.course)
+    assignment = course.lab(args.assignment)
+    found = intake.gather(Path(args.submissions), assignment=assignment.name, notebook_name=assignment.notebook,
+                          roster=_roster(args, course))
+    out = Path(args.out or course.root / "out" / assignment.name)
+    print(status.table(assignment, found, out))
+    return 0
+
+
+def _export(args) -> int:
+    from . import export
+    from .results import ResultStore, fingerprint
+
+    course = Course.at(args.course)
+    assignment = course.lab(args.assignment)
+    out = Path(args.out or course.root / "out" / assignment.name)
+    store = ResultStore(out)
+    results = store.load_all(fingerprint(assignment))
+    if not results:
+        raise ValueError(f"no results of {assignment.name} as it is now in {out}: run 'autograder grade' first")
+    stale = len(store.load_all()) - len(results)
+    if stale:
+        print(f"left out: {stale} result(s) graded before {assignment.name} changed; run 'autograder grade' "
+              "again to grade them as it is now", file=sys.stderr)
+    roster = _roster(args, course)
+    path = Path(args.output or out / f"{assignment.name}-{args.format}.csv")
+    written = export.export(args.format, results, assignment, path, roster=roster.students if roster else None,
+                            column=args.column)
+    print(written.summary())
+    # A grade that could not be placed would be lost on upload: the TA must see a failure, not a success.
+    return 1 if any(u.grade for u in written.unplaced) else 0
 
 
 def _validate(args) -> int:
@@ -110,7 +210,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: out/<assignment>)")
     p.add_argument("--db", help="nbgrader gradebook URL (default: sqlite:///<out>/gradebook.db)")
     p.add_argument("--force", action="store_true", help="grade again students already graded in --out")
+    p.add_argument("--student", action="append", metavar="ID",
+                   help="grade (again) only this student; repeat for more. The reports still cover the whole class")
+    _roster_option(p)
     p.set_defaults(func=_grade)
+
+    p = commands.add_parser("status", help="who is graded, stale, not yet graded, missing or late")
+    p.add_argument("submissions", help="what 'autograder grade' would be given")
+    p.add_argument("--assignment", help="the lab's folder name (default: the course's only lab)")
+    _course_option(p)
+    p.add_argument("--out", help="the batch's output folder (default: out/<assignment>)")
+    _roster_option(p)
+    p.set_defaults(func=_status)
+
+    p = commands.add_parser("export", help="the grades as an LMS imports them: Canvas, Moodle or Gradescope CSV")
+    p.add_argument("--format", required=True, choices=["canvas", "moodle", "gradescope"])
+    p.add_argument("--assignment", help="the lab's folder name (default: the course's only lab)")
+    _course_option(p)
+    p.add_argument("--out", help="the batch's output folder (default: out/<assignment>)")
+    p.add_argument("-o", "--output", help="the file to write (default: <out>/<assignment>-<format>.csv)")
+    p.add_argument("--column", help="Canvas: the gradebook column to fill, as Canvas names it, e.g. "
+                                    "'CNN lab (123456)' (default: the assignment's name)")
+    _roster_option(p)
+    p.set_defaults(func=_export)
 
     p = commands.add_parser("validate", help="grade one notebook and print its report (visible checks, accuracy run)")
     p.add_argument("notebook", help="the .ipynb to check")
@@ -133,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _course_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--course", default=".", help="the course folder: assignments/, release/, solutions/ "
                                                  "(default: the current directory, as with nbgrader)")
+
+
+def _roster_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--roster", help="the class list: the kit's roster CSV, a Canvas gradebook export or a Moodle "
+                                    "grading worksheet (default: <course>/roster.csv when there is one)")
 
 
 def _pool_options(p: argparse.ArgumentParser) -> None:

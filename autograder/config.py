@@ -68,6 +68,22 @@ class Judge:
 
 
 @dataclass(frozen=True)
+class Late:
+    """When the lab is due and what a late submission costs, with nbgrader's semantics (late.py applies it).
+
+    Kept out of the results' fingerprint: moving the due date or the policy re-scores a class without
+    training anyone again."""
+
+    due: str = ""  # ISO 8601 with its UTC offset, "2026-12-07T23:59:00+09:00"; "": no due date
+    # "none": lateness is recorded and shown, no points off (nbgrader's default); "zero": a late submission
+    # scores 0 (nbgrader's other built-in); "per_hour" / "per_day": `points` off per started hour / day late
+    penalty: str = "none"
+    points: float = 0.0  # points off per started hour or day (per_hour, per_day)
+    cap: float = float("inf")  # at most this many points off in all (per_hour, per_day)
+    grace_minutes: float = 0.0  # submissions this long after `due` still count as on time
+
+
+@dataclass(frozen=True)
 class PartName:
     """A part's name in the reports, per language. Optional: a part without one is shown by its id."""
 
@@ -99,6 +115,7 @@ class Assignment:
     limits: Limits = Limits()
     harness: Harness = Harness()
     judge: Judge = Judge()
+    late: Late = Late()
     folder: Path = Path(".")
 
     @property
@@ -229,6 +246,7 @@ def _validate(a: Assignment) -> list[str]:
             problems.append(f"harness.{name} must be positive")
     if a.judge.seconds <= 0:
         problems.append("judge.seconds must be positive")
+    problems += _late_problems(a.late)
     problems += [f"experiment_cells: {gid!r} is also one of module_cells" for gid in a.experiment_cells
                  if gid in a.module_cells]
     for gid, texts in a.claims.items():
@@ -240,6 +258,40 @@ def _validate(a: Assignment) -> list[str]:
     for name in ("wall_seconds", "memory_mb", "processes", "output_bytes", "scratch_mb"):
         if getattr(a.limits, name) <= 0:
             problems.append(f"limits.{name} must be positive")
+    return problems
+
+
+LATE_PENALTIES = ("none", "zero", "per_hour", "per_day")
+
+
+def due_date(late: Late):
+    """[late].due as an aware datetime, or None when the lab has no due date. Raises ValueError."""
+    from datetime import datetime
+
+    if not late.due:
+        return None
+    due = datetime.fromisoformat(late.due)
+    if due.tzinfo is None:
+        raise ValueError("it has no UTC offset (write it as 2026-12-07T23:59:00+09:00)")
+    return due
+
+
+def _late_problems(late: Late) -> list[str]:
+    problems = []
+    try:
+        due_date(late)
+    except ValueError as exc:
+        problems.append(f"late.due {late.due!r} is not a date and time with its UTC offset: {exc}")
+    if late.penalty not in LATE_PENALTIES:
+        problems.append(f"late.penalty must be one of {', '.join(LATE_PENALTIES)}, not {late.penalty!r}")
+    if late.penalty != "none" and not late.due:
+        problems.append(f"late.penalty = {late.penalty!r} needs late.due")
+    for name in ("points", "cap", "grace_minutes"):
+        if getattr(late, name) < 0:
+            problems.append(f"late.{name} must not be negative")
+    if late.penalty in ("per_hour", "per_day") and late.points == 0:
+        problems.append(f"late.penalty = {late.penalty!r} needs late.points, the points off per started "
+                        f"{late.penalty[4:]}")
     return problems
 
 

@@ -11,6 +11,7 @@ batch resumes where it stopped.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -29,8 +30,8 @@ from .budget import Budget
 from .checks import ChecksTimedOut, CheckSession
 from .judge import ANY_LIMIT, LIMITS, Context, Findings, TrustedData, describe_error
 from .observe import DataDir, RunSettings
-from .results import (CRASHED, GRADED, LIMIT, Message, ResultStore, SubmissionResult, fingerprint, graded_again,
-                      invalid, part_titles)
+from .results import (CRASHED, GRADED, LIMIT, RESUBMITTED, STATUSES, Measures, Message, ResultStore, SubmissionResult,
+                      came_with, fingerprint, graded_again, invalid, part_titles, resubmitted_digest)
 from .forkserver import ForkServerGone
 from .sandbox import RunResult, TurnCancelled
 from .sanitize import Sanitized, UnusableNotebook, sanitize
@@ -210,8 +211,9 @@ class Grader:
         try:
             checks = self._checked(ctx)
             notes = list(clean.problems) + added_cell_notes(clean, obs)
+            measured = ctx
             if self._near_threshold(ctx):
-                checks, note = self._second_seed(ctx, clean, checks)
+                checks, note, measured = self._second_seed(ctx, clean, checks)
                 notes.append(note)
         except ChecksTimedOut:
             log.warning("%s: the hidden checks ran past the judge's %g s; a fresh check session takes over",
@@ -243,7 +245,7 @@ class Grader:
             notes.append(Message("サンドボックスなしで採点されました。", "graded without a sandbox."))
         return SubmissionResult(student_id=sub.student_id, status=status, reason=reason, parts=parts,
                                 max_parts=dict(points), checks=tuple(checks), notes=tuple(notes),
-                                seconds=round(seconds, 2), source=sub.source)
+                                seconds=round(seconds, 2), source=sub.source, measures=measures_of(measured))
 
     def _checked(self, ctx: Context):
         """The hidden checks on one context, within the judge's limit (a little past its budget: the replay
@@ -263,18 +265,41 @@ class Grader:
         """Within the calibrated margin below the threshold, a seed's bad luck must not cost points: train again
         with another seed and keep the better accuracy check."""
         run, obs = self.sandboxed(clean, replace(self.settings, seed_offset=self.settings.seed_offset + 1))
-        again = self._checked(replace(ctx, run=run, obs=obs, seed=ctx.seed + 1, findings=Findings(),
-                                      budget=Budget(self.assignment.judge.seconds)))
+        ctx2 = replace(ctx, run=run, obs=obs, seed=ctx.seed + 1, findings=Findings(),
+                       budget=Budget(self.assignment.judge.seconds))
+        again = self._checked(ctx2)
         second = {c.name: c for c in again}
-        kept = [second[c.name] if c.name == "accuracy" and c.name in second and second[c.name].points > c.points
-                else c for c in checks]
+        better = "accuracy" in second and any(c.name == "accuracy" and second["accuracy"].points > c.points
+                                              for c in checks)
+        kept = [second[c.name] if c.name == "accuracy" and better else c for c in checks]
         return kept, Message(f"テスト正解率 {ctx.findings.accuracy:.4f} が基準に近かったため、別のシードでもう一度学習し、"
                              "良い方を採用しました。",
                              f"the test accuracy {ctx.findings.accuracy:.4f} was close to the threshold, so the network "
-                             "was trained again with another seed and the better result kept.")
+                             "was trained again with another seed and the better result kept."), \
+            ctx2 if better else ctx
 
 
 JUDGE_GRACE = 10.0  # seconds past the judge's budget before a check session is given up
+MAX_CURVE_POINTS = 1000  # a loss curve kept in a result: enough for a picture, small enough for a results file
+
+
+def thinned(values: list[float], most: int = MAX_CURVE_POINTS) -> tuple[float, ...]:
+    """At most `most` points, each the mean of a run of consecutive values (a curve keeps its shape)."""
+    if len(values) <= most:
+        return tuple(values)
+    step = len(values) / most
+    return tuple(sum(chunk) / len(chunk) for i in range(most)
+                 for chunk in [values[round(i * step):round((i + 1) * step)]] if chunk)
+
+
+def measures_of(ctx: Context) -> Measures:
+    """What the judge measured for the pictures: the accuracy and confusion of the trained weights, computed
+    here, and the loss per batch as the replay computed it (only when the replay believed the loop)."""
+    verdict = ctx.findings.verdict
+    losses = [loss for _, loss in verdict.losses] if verdict is not None and verdict.verified else []
+    accuracy = ctx.findings.accuracy
+    return Measures(accuracy=accuracy, threshold=ctx.assignment.accuracy.threshold if accuracy is not None else None,
+                    losses=thinned(losses), confusion=ctx.findings.confusion or ())
 
 
 def added_cell_notes(clean, obs) -> list[Message]:
@@ -314,16 +339,17 @@ def grade(assignment: Assignment, submissions: list[Submission], out: Path, opti
     store = ResultStore(out)
     now = fingerprint(assignment)
     titles = part_titles(assignment)
+    handed_in = {sub.student_id: sub for sub in submissions}
 
     def save(result: SubmissionResult) -> SubmissionResult:
-        result = replace(result, fingerprint=now, part_titles=titles)
+        result = replace(result, fingerprint=now, part_titles=titles, **came_with(handed_in.get(result.student_id)))
         store.save(result)
         return result
 
     todo, again = [], Counter()  # again: why -> how many recorded results are graded again for it
     for sub in submissions:
         if store.has(sub.student_id) and not options.force:
-            why = store.stale(sub.student_id, now)
+            why = store.stale(sub.student_id, now) or resubmitted(store, sub)
             if why is None:
                 continue
             again[why] += 1
@@ -363,6 +389,58 @@ def grade(assignment: Assignment, submissions: list[Submission], out: Path, opti
     return store.load_all(now)  # results of another fingerprint (students not in this batch) never mix in
 
 
+def resubmitted(store: ResultStore, sub: Submission) -> Message | None:
+    """RESUBMITTED when the recorded result graded other bytes than the notebook handed in now. A result that
+    recorded no digest (an earlier kit) is stale by its fingerprint anyway."""
+    try:
+        recorded = store.load(sub.student_id)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # store.stale said UNREADABLE already
+    if resubmitted_digest(recorded, sub):
+        return RESUBMITTED
+    if recorded.submitted_at != came_with(sub)["submitted_at"] or recorded.late_mark != sub.late_mark:
+        # Same bytes handed in at another time: only the record changes, nothing needs training again.
+        store.save(replace(recorded, **came_with(sub)))
+    return None
+
+
+def cache_dir() -> Path:
+    """Where the kit keeps what it can compute again: $AUTOGRADER_CACHE, else $XDG_CACHE_HOME/autograder, else
+    ~/.cache/autograder."""
+    if os.environ.get("AUTOGRADER_CACHE"):
+        return Path(os.environ["AUTOGRADER_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "autograder"
+
+
+def reference_losses(assignment: Assignment) -> list[float]:
+    """The answer key's loss per batch under the lab's budget (replay.lecture_losses), thinned as a result's
+    curve is: what each feedback page draws beside the student's. Computed once per lab and fingerprint (an
+    epoch of training in this process: about as long as one submission's replay) and kept in cache_dir()."""
+    from .files import write_atomic
+    from .judge import model_class, replay_setup
+
+    now = fingerprint(assignment).digest
+    path = cache_dir() / "reference" / f"{assignment.name}-{now[:32]}.json"
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))
+        if kept.get("fingerprint") == now and all(isinstance(v, float) for v in kept.get("losses", [None])):
+            return kept["losses"]
+    except (OSError, ValueError, AttributeError):
+        pass
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    try:
+        data = TrustedData.load(assignment, torch.device("cpu"))
+        model = model_class(reference.load(assignment), assignment)
+        setup = replay_setup(assignment, model, data, assignment.training.seed)
+        losses = list(thinned(replay.lecture_losses(setup, assignment.training.epochs)))
+    finally:
+        torch.set_num_threads(threads)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps({"fingerprint": now, "losses": losses}))
+    return losses
+
+
 def _judged(grader: Grader, future, sub: Submission) -> SubmissionResult:
     try:
         return grader.judge(future.result())
@@ -376,39 +454,44 @@ def _judged(grader: Grader, future, sub: Submission) -> SubmissionResult:
 
 
 class Progress:
-    """One status line on stderr: count, failures so far, and the time left at the current pace."""
+    """The batch's progress bar on stderr (tqdm): the count, the time left at the current pace, and how many
+    rows so far have each status, with the notebooks that scored nothing counted apart from those that failed
+    to run (a 0-point notebook ran; the TA should look at both)."""
 
     def __init__(self, stream=sys.stderr, lang: str = "en"):
-        self.stream, self.total, self.done, self.failed, self.started = stream, 0, 0, 0, time.monotonic()
-        self.lang = lang
+        self.stream, self.lang, self.bar = stream, lang, None
+        self.counts: Counter = Counter()
 
     def start(self, total: int):
-        self.total, self.started = total, time.monotonic()
-        self._draw()
+        from tqdm import tqdm  # only a batch draws a bar: the rest of the CLI does not pay for the import
+
+        if total:
+            self.bar = tqdm(total=total, file=self.stream, unit="nb", dynamic_ncols=True, smoothing=0.1,
+                            desc="grading" if self.lang == "en" else "採点中",
+                            bar_format="{desc} {n_fmt}/{total_fmt} |{bar}| {elapsed}<{remaining}{postfix}")
 
     def advance(self, result: SubmissionResult):
-        self.done += 1
-        self.failed += result.status != GRADED
-        self._draw()
+        self.counts[result.status] += 1
+        if result.status == GRADED and result.total == 0:
+            self.counts["0 points"] += 1
+        if self.bar is not None:
+            self.bar.set_postfix_str(self.line(), refresh=False)
+            self.bar.update(1)
+
+    def line(self) -> str:
+        """Counts by status, the statuses in their order: "graded 12 (0 points: 1), limit 1"."""
+        parts = []
+        for status in STATUSES:
+            if self.counts[status]:
+                zero = self.counts["0 points"] if status == GRADED else 0
+                parts.append(f"{status} {self.counts[status]}" + (f" (0 points: {zero})" if zero else ""))
+        return ", ".join(parts)
 
     def finish(self):
-        if self.total:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self.bar is not None:
+            self.bar.close()
 
     def note(self, message: Message):
-        """One line about the batch, after the progress line (in --lang)."""
+        """One line about the batch, after the progress bar (in --lang)."""
         self.stream.write(message.get(self.lang) + "\n")
         self.stream.flush()
-
-    def _draw(self):
-        if not self.total:
-            return
-        elapsed = time.monotonic() - self.started
-        eta = elapsed / self.done * (self.total - self.done) if self.done else 0
-        width = 24
-        filled = width * self.done // self.total
-        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}  "
-                          f"failed {self.failed}  ETA {int(eta) // 60}:{int(eta) % 60:02d} ")
-        self.stream.flush()
-

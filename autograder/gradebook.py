@@ -1,10 +1,16 @@
 """Record a batch's scores in nbgrader's gradebook, through nbgrader's own API, so formgrader and `nbgrader export`
 show them as if nbgrader's autograder had run.
 
-The structure (assignment, notebook, one code grade cell `test_<part>` per part with the part's points) is made
-with the Gradebook's update_or_create_* calls rather than by running generate_assignment on the source notebook:
-it needs only the config, not a course folder or a notebook conversion, and on a course database that
-generate_assignment already filled it finds the same names and only confirms the points.
+The structure (assignment, notebook, one code grade cell `test_<part>` per part with the part's points, and a
+solution cell per answer cell of the source notebook) is made with the Gradebook's update_or_create_* calls rather
+than by running generate_assignment on the source notebook: it needs only the config, not a course folder or a
+notebook conversion, and on a course database that generate_assignment already filled it finds the same names and
+only confirms the points. The solution cells are there for nbgrader's own readers of the autograded notebooks
+(nbcourse.py): generate_feedback and formgrader look up a comment for every solution cell they meet.
+
+Each submission gets what nbgrader's autograder would give it: the time it was handed in, the lab's due date (from
+[late], when it has one) and the late penalty that late.py's policy gives, so `nbgrader export` shows timestamp,
+raw_score, late_submission_penalty and score as nbgrader itself would.
 
 nbgrader (and SQLAlchemy under it) is imported inside the functions: importing it takes seconds, and the CLI
 must start fast for every other command.
@@ -13,12 +19,15 @@ must start fast for every other command.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import warnings
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import late
+from .config import due_date
 from .results import INVALID
 
 if TYPE_CHECKING:
@@ -48,6 +57,11 @@ def record(db_url: str, assignment: Assignment, results: list[SubmissionResult],
     `db_url` is any SQLAlchemy URL. Invalid submissions are recorded with 0 for every part (a row still shows
     them in the export). A score a TA set by hand in formgrader (manual_score) is kept and wins, as with
     nbgrader's own autograder; the grade is then flagged for manual review.
+
+    With the result's `submitted_at`, the submission's timestamp is set (one unknown leaves the recorded one
+    alone); with a due date in [late], the assignment's due date is set (without one, a due date a TA set in
+    nbgrader stays); and the notebook's late_submission_penalty is what late.assess gives, as nbgrader's
+    AssignLatePenalties would store it.
     """
     _check_results(assignment, results)
     from nbgrader.api import Gradebook  # slow import: see the module docstring
@@ -57,16 +71,40 @@ def record(db_url: str, assignment: Assignment, results: list[SubmissionResult],
     notebook = Path(assignment.notebook).stem
     _stamp_new_database(db_url)
     with _venv_on_path(), _quiet_nbgrader(), Gradebook(db_url, course_id=course_id) as gb:
-        cells = _ensure_structure(gb, assignment, notebook)
+        cells, answers = _ensure_structure(gb, assignment, notebook)
         for result in results:
             gb.update_or_create_student(result.student_id)
-            gb.update_or_create_submission(assignment.name, result.student_id)
+            when = late.submitted_at(result)
+            # A known time is set on every run (a resubmission moves it); nbgrader stores naive UTC and converts.
+            gb.update_or_create_submission(assignment.name, result.student_id,
+                                           **({"timestamp": when} if when is not None else {}))
             for part, cell in cells.items():
                 grade = _grade(gb, cell, notebook, assignment.name, result.student_id)
                 grade.auto_score = 0.0 if result.status == INVALID else float(result.parts.get(part, 0.0))
                 # As nbgrader's SaveAutoGrades: a human's score takes precedence and needs a look.
                 grade.needs_manual_grade = grade.manual_score is not None
+            for cell in answers:
+                _comment(gb, cell, notebook, assignment.name, result.student_id)
             gb.db.commit()  # one student at a time: a failure later keeps the students already recorded
+            _assign_late_penalty(gb, assignment, result, notebook)
+
+
+def _assign_late_penalty(gb, assignment: Assignment, result: SubmissionResult, notebook: str) -> None:
+    """The notebook's late_submission_penalty, as nbgrader's AssignLatePenalties stores it: None when on time or
+    when the policy takes nothing off ("none"), else the points off, never more than the notebook's score.
+
+    The penalty is taken from the score nbgrader shows (a TA's manual scores included, 0 for an invalid row),
+    which is the kit's total unless a TA changed a grade: the policy's cap and "zero" then apply to that score."""
+    submitted = gb.find_submission_notebook(notebook, assignment.name, result.student_id)
+    score = float(submitted.score)  # read after the grades' commit: nbgrader computes it in SQL
+    lateness = late.assess(assignment.late, result)
+    if lateness.late and abs(score - result.total) > 1e-9:
+        lateness = late.assess(assignment.late, dataclasses.replace(result, parts={"score": score}))
+    penalty = None
+    if lateness.late and assignment.late.penalty != "none":
+        penalty = min(max(lateness.penalty, 0.0), score)
+    submitted.late_submission_penalty = penalty
+    gb.db.commit()
 
 
 def _stamp_new_database(db_url: str) -> None:
@@ -123,11 +161,14 @@ def _check_results(assignment: Assignment, results: list[SubmissionResult]) -> N
         raise GradebookError("; ".join(problems))
 
 
-def _ensure_structure(gb, assignment: Assignment, notebook: str) -> dict:
-    """The assignment, its notebook and a grade cell per part, with today's points; part -> GradeCell."""
+def _ensure_structure(gb, assignment: Assignment, notebook: str) -> tuple[dict, list]:
+    """The assignment (with [late]'s due date when it has one), its notebook, a grade cell per part with today's
+    points and a solution cell per answer cell; (part -> GradeCell, [SolutionCell])."""
     from nbgrader.api import MissingEntry
 
-    gb.update_or_create_assignment(assignment.name)  # no fields: keeps a due date a TA set in nbgrader
+    due = due_date(assignment.late)
+    # Without a due date in the config, no field is passed: a due date a TA set in nbgrader is kept.
+    gb.update_or_create_assignment(assignment.name, **({"duedate": due} if due is not None else {}))
     gb.update_or_create_notebook(notebook, assignment.name)
     wanted = {grade_cell_name(p): p for p in assignment.points}
     try:
@@ -139,9 +180,27 @@ def _ensure_structure(gb, assignment: Assignment, notebook: str) -> dict:
         # A grade cell no part fills would count in every student's max_score; deleting it would delete grades.
         raise GradebookError(f"the gradebook's notebook {assignment.name}/{notebook} has grade cells that are not "
                              f"parts of assignment.toml: {', '.join(extra)}; remove them (or the database) first")
-    return {part: gb.update_or_create_grade_cell(name, notebook, assignment.name,
-                                                 max_score=float(assignment.points[part]), cell_type="code")
-            for name, part in wanted.items()}
+    cells = {part: gb.update_or_create_grade_cell(name, notebook, assignment.name,
+                                                  max_score=float(assignment.points[part]), cell_type="code")
+             for name, part in wanted.items()}
+    answers = [gb.update_or_create_solution_cell(name, notebook, assignment.name)
+               for name in solution_cell_names(assignment)]
+    return cells, answers
+
+
+def solution_cell_names(assignment: Assignment) -> list[str]:
+    """The grade_ids of the source notebook's answer cells (nbgrader "solution" cells), in notebook order.
+
+    nbgrader's GetGrades (generate_feedback, formgrader) looks up a comment for each such cell of an autograded
+    notebook, and fails on one the gradebook does not know."""
+    from .notebook import grade_id, read_notebook
+
+    names = []
+    for cell in read_notebook(assignment.source_notebook).cells:
+        meta = cell.get("metadata", {}).get("nbgrader")
+        if isinstance(meta, dict) and meta.get("solution") is True and (gid := grade_id(cell)) and gid not in names:
+            names.append(gid)
+    return names
 
 
 def _grade(gb, cell, notebook: str, assignment: str, student: str):
@@ -161,3 +220,17 @@ def _grade(gb, cell, notebook: str, assignment: str, student: str):
     grade = Grade(cell_id=cell.id, notebook=submitted)
     gb.db.add(grade)
     return grade
+
+
+def _comment(gb, cell, notebook: str, assignment: str, student: str):
+    """The student's Comment on a solution cell. add_submission makes one per solution cell that existed then; a
+    submission recorded before the gradebook knew the cell gets it here (empty: comments are the TA's to write)."""
+    from nbgrader.api import Comment, MissingEntry
+
+    try:
+        return gb.find_comment(cell.name, notebook, assignment, student)
+    except MissingEntry:
+        pass
+    comment = Comment(cell_id=cell.id, notebook=gb.find_submission_notebook(notebook, assignment, student))
+    gb.db.add(comment)
+    return comment

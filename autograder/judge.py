@@ -47,6 +47,9 @@ class Findings:
     verdict: replay.Verdict | None = None  # the replay of the loop, once a check asked for it
     judge_timeout: bool = False  # the replay ran out of the judge's time: the row's status is "limit"
     accuracy: float | None = None  # the test accuracy a check measured: near the threshold, a second seed
+    # ... and the confusion matrix of the same forward pass (rows the true class, columns the predicted one),
+    # for the student's feedback: computed here on the test labels, which never enter a sandbox
+    confusion: tuple[tuple[int, ...], ...] | None = None
 
 
 @dataclass
@@ -118,7 +121,16 @@ class Context:
         return model_class(self.reference, self.assignment)
 
     def test_accuracy(self, state: dict) -> float | None:
-        return trusted_accuracy(self.model, state, self.data, self.device)
+        """Test accuracy of these weights; the same forward pass leaves its confusion matrix in the findings."""
+        out = trusted_outputs(self.model, state, self.data.test_images, self.device)
+        if out is None:
+            return None
+        labels = self.data.test_labels.to(out.device)
+        predicted = out.argmax(1)
+        classes = out.shape[1]
+        counts = torch.bincount(labels * classes + predicted, minlength=classes * classes).view(classes, classes)
+        self.findings.confusion = tuple(tuple(int(v) for v in row) for row in counts.tolist())
+        return (predicted == labels).float().mean().item()
 
     def holdout_accuracy(self, state: dict) -> float | None:
         """Accuracy on the held-out images the student's evaluate() was given (observe.EVAL_IMAGES)."""
@@ -137,11 +149,7 @@ class Context:
         submission: every training check asks."""
         if self.findings.verdict is None:
             record = self.obs.first("training") or {}
-            t = self.assignment.training
-            setup = replay.Setup(net_class=self.model, initial=self.initial_state(),
-                                 images=self.data.train_images, labels=self.data.train_labels,
-                                 batch_size=t.batch_size, seed=self.seed, optimizer=t.optimizer, lr=t.lr,
-                                 momentum=t.momentum)
+            setup = replay_setup(self.assignment, self.model, self.data, self.seed)
             snapshots = [(r.get("event"), tensors(r.get("state"))) for r in self.obs.all("snapshot")]
             if "snapshot" in self.obs.rejected:
                 snapshots.append((None, None))  # a snapshot that could not be read: the chain is broken
@@ -236,6 +244,14 @@ def _digest(state: dict) -> str:
         h.update(name.encode() + b"\0" + str(tuple(value.shape)).encode() + str(value.dtype).encode())
         h.update(value.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def replay_setup(assignment: Assignment, model: type, data: TrustedData, seed: int) -> replay.Setup:
+    """What a replay of training under the lab's budget needs, all of it the grader's own."""
+    t = assignment.training
+    return replay.Setup(net_class=model, initial=initial_weights(model, seed), images=data.train_images,
+                        labels=data.train_labels, batch_size=t.batch_size, seed=seed, optimizer=t.optimizer,
+                        lr=t.lr, momentum=t.momentum)
 
 
 def trusted_outputs(model: type, state: dict, images: torch.Tensor, device: torch.device) -> torch.Tensor | None:

@@ -110,6 +110,25 @@ def verify(setup: Setup, events: str, snapshots: list[tuple[int, dict | None]], 
     return Verdict(True, None, tuple(losses), worst, worst_state, len(points) - 1)
 
 
+def lecture_losses(setup: Setup, epochs: int, budget: Budget | None = None) -> list[float]:
+    """The loss per batch of the lecture's loop (clear the gradients, forward, F.nll_loss, backward, step on
+    every batch) from the grader's initial weights, on the batches a run draws: the answer key's curve under the
+    same budget, which the feedback draws beside the student's replayed one."""
+    batches = math.ceil(len(setup.labels) / setup.batch_size)
+    events = ("e" + "bfks" * batches) * epochs
+    net = setup.net_class()
+    params = dict(net.named_parameters())
+    optimizer = _optimizer(setup, list(params.values()))
+    if not _load(_initial_state(setup), params, optimizer):
+        raise ValueError("the initial weights do not fit the lab's network")
+    losses: list[tuple[int, float]] = []
+    with _small_conv_kernels():
+        problem = _run(events, 0, len(events), net, params, optimizer, _Cursor(setup, events), losses, budget)
+    if problem:  # pragma: no cover - the trace is ours
+        raise AssertionError(problem)
+    return [loss for _, loss in losses]
+
+
 @contextlib.contextmanager
 def _small_conv_kernels():
     """The convolution kernels the sandbox trains with on the CPU (harness.use_small_conv_kernels), for this

@@ -23,6 +23,7 @@ from .files import write_atomic
 
 if TYPE_CHECKING:
     from .config import Assignment
+    from .submissions import Submission
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,17 @@ class CheckResult:
     @property
     def passed(self) -> bool:
         return self.points >= self.max_points
+
+
+@dataclass(frozen=True)
+class Measures:
+    """What the judge measured for the pictures and the class report: numbers it recomputed itself, never what
+    the run reported."""
+
+    accuracy: float | None = None  # test accuracy of the trained weights; None when not measured
+    threshold: float | None = None  # the lab's threshold for full points, when the accuracy was measured
+    losses: tuple[float, ...] = ()  # the training loss per batch as the judge's replay computed it (thinned)
+    confusion: tuple[tuple[int, ...], ...] = ()  # test set: rows the true class, columns the predicted one
 
 
 @dataclass(frozen=True)
@@ -104,11 +116,21 @@ def graded_again(n: int, why: Message) -> Message:
 _DERIVED = ("__pycache__", ".pytest_cache")
 
 
+def _config_digest(path: Path) -> str:
+    """sha256 of assignment.toml as read, less its [late] table: a due date or late policy changes only the
+    penalty, which every report applies afresh (late.py), so moving it must not send a class back to training."""
+    from .config import tomllib  # tomli before Python 3.11
+
+    table = tomllib.loads(path.read_text(encoding="utf-8"))
+    table.pop("late", None)
+    return hashlib.sha256(json.dumps(table, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
+
+
 def fingerprint(assignment: Assignment) -> Fingerprint:
     """Today's fingerprint of an assignment: its assignment.toml, hidden/ and source notebook, and this kit."""
     from .config import CONFIG_NAME
 
-    config = hashlib.sha256((assignment.folder / CONFIG_NAME).read_bytes()).hexdigest()
+    config = _config_digest(assignment.folder / CONFIG_NAME)
     hidden = hashlib.sha256()
     root = assignment.folder / "hidden"
     files = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*") if p.is_file()
@@ -143,6 +165,13 @@ class SubmissionResult:
     source: str = ""  # where the notebook came from
     fingerprint: Fingerprint | None = None  # what graded it; None: recorded before results kept that
     part_titles: dict[str, Message] = field(default_factory=dict)  # part -> its name in the reports, if it has one
+    # What came with the notebook (submissions.Submission): when it was handed in, whether the LMS marked it late,
+    # who it is for the LMS (roster.Student.ids()), and the notebook's sha256 (a resubmission is graded again).
+    submitted_at: str = ""  # ISO 8601 with offset; "" when unknown
+    late_mark: bool = False
+    student: dict[str, str] = field(default_factory=dict)
+    digest: str = ""
+    measures: Measures | None = None
 
     @property
     def total(self) -> float:
@@ -168,13 +197,44 @@ class SubmissionResult:
                    max_parts=d["max_parts"], checks=checks, notes=tuple(Message(**n) for n in d["notes"]),
                    seconds=d["seconds"], source=d["source"],
                    fingerprint=Fingerprint(**graded_by) if graded_by else None,
-                   part_titles={p: Message(**m) for p, m in d.get("part_titles", {}).items()})
+                   part_titles={p: Message(**m) for p, m in d.get("part_titles", {}).items()},
+                   submitted_at=d.get("submitted_at", ""), late_mark=d.get("late_mark", False),
+                   student=dict(d.get("student", {})), digest=d.get("digest", ""),
+                   measures=_measures(d.get("measures")))
 
     def stale(self, now: Fingerprint) -> Message | None:
-        """Why this result must be graded again under `now` (None: it still counts)."""
+        """Why this result must be graded again under `now` (None: it still counts). A resubmitted notebook is
+        the caller's to compare (`digest`)."""
         if self.fingerprint is None:
             return UNRECORDED
         return None if self.fingerprint.digest == now.digest else self.fingerprint.changes(now)
+
+
+def _measures(d: dict | None) -> Measures | None:
+    if not d:
+        return None
+    return Measures(accuracy=d.get("accuracy"), threshold=d.get("threshold"), losses=tuple(d.get("losses", ())),
+                    confusion=tuple(tuple(row) for row in d.get("confusion", ())))
+
+
+RESUBMITTED = Message("提出物が採点後に差し替えられたため", "the notebook was handed in again since grading")
+
+
+def digest(notebook: bytes | None) -> str:
+    return hashlib.sha256(notebook).hexdigest() if notebook is not None else ""
+
+
+def came_with(sub: Submission | None) -> dict:
+    """What a result records of the submission it graded: when, the LMS's late mark, who, which bytes."""
+    if sub is None:
+        return {}
+    return {"submitted_at": sub.submitted_at.isoformat() if sub.submitted_at else "", "late_mark": sub.late_mark,
+            "student": sub.student.ids() if sub.student else {}, "digest": digest(sub.notebook)}
+
+
+def resubmitted_digest(recorded: SubmissionResult, sub: Submission) -> Message | None:
+    """RESUBMITTED when `recorded` graded other bytes than `sub` holds."""
+    return RESUBMITTED if recorded.digest and recorded.digest != digest(sub.notebook) else None
 
 
 def part_titles(assignment: Assignment) -> dict[str, Message]:

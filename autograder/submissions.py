@@ -11,6 +11,12 @@ Accepted inputs (``collect(path, assignment=...)``):
 Flat notebooks and nbgrader student folders may sit side by side in one input; both are
 collected (so a student present in both shows up as a duplicate rather than being lost).
 
+``scan(...)`` is the layer underneath: it opens the input, finds where the notebooks are
+(`Found`: the raw file or folder name, the shape it was found in, nbgrader's timestamp.txt)
+and reads one only when asked, under the same limits. ``collect`` takes each id from the
+name as it is; intake.py reads the LMS's naming conventions (Canvas, Moodle) out of the names
+first, and passes ``student_folder`` so that Moodle's per-student folders are found too.
+
 Decisions on the open questions:
 
 * Student ids come from file/folder names, are normalised to Unicode NFC, and are then
@@ -54,9 +60,13 @@ import unicodedata
 import zipfile
 import zlib
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
+
+from .roster import Student
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +89,9 @@ class Submission:
     notebook: bytes | None  # raw notebook bytes; None when the submission is unusable
     source: str  # where it came from, for messages
     problem: str | None = None  # None if fine, else a short English reason
+    submitted_at: datetime | None = None  # aware; from nbgrader's timestamp.txt or the LMS, None when unknown
+    late_mark: bool = False  # the LMS marked it late without saying when (Canvas's _LATE_)
+    student: Student | None = None  # who it is, with the LMS's ids (roster.py); None: only student_id is known
 
 
 def validate_student_id(s: str) -> str | None:
@@ -121,9 +134,117 @@ def collect(
     ``notebook_name`` defaults to ``f"{assignment}.ipynb"``. Per-student problems become
     rows with ``problem`` set; only a wholly unusable input raises SubmissionsError.
     """
+    with scan(path, assignment=assignment, notebook_name=notebook_name,
+              max_notebook_bytes=max_notebook_bytes, max_total_bytes=max_total_bytes) as found:
+        rows = [_row_of(f) for f in found.found]
+        _flag_duplicates(rows)
+        rows.sort(key=lambda r: (r.student_id, r.source))
+        result = []
+        for row in rows:  # read in sorted order so a total-size failure is deterministic
+            data = None
+            if not row.problems and row.file is not None:
+                data, problem = found.read_file(row.file)
+                if problem:
+                    row.problems.append(problem)
+            result.append(Submission(row.student_id, data, row.source, "; ".join(row.problems) or None))
+        return result
+
+
+# Where a notebook was found (Found.shape).
+FILE = "file"  # a notebook directly in the submissions folder: <name>.ipynb
+NBGRADER = "nbgrader"  # <student>/<assignment>/<notebook>, or a student folder that should have been one
+FOLDER = "folder"  # <student folder>/<notebook>: a folder scan()'s student_folder accepted (Moodle's)
+UNSAFE = "unsafe"  # a zip member whose path could escape; never read
+
+MAX_TIMESTAMP_BYTES = 256  # nbgrader writes ~30 bytes; anything much longer is not a time
+
+
+@dataclass(frozen=True)
+class Found:
+    """One notebook (or one place a notebook should have been) before any student id is taken from its name.
+
+    `collect` takes the id from the name as it is; intake.py first reads the LMS's conventions out of it.
+    """
+
+    # NFC, not validated. FILE: the notebook's file name; NBGRADER/FOLDER: the student's folder; UNSAFE: escaped.
+    name: str
+    shape: str  # FILE, NBGRADER, FOLDER or UNSAFE
+    source: str  # where it is, for messages
+    file_name: str = ""  # NBGRADER/FOLDER: the notebook's own file name; "" when none was found
+    problem: str | None = None  # known without reading (link outside, too large, no notebook, ...)
+    _file: _File | None = field(default=None, repr=False, compare=False)
+    _timestamp: _File | None = field(default=None, repr=False, compare=False)  # nbgrader's timestamp.txt
+
+    @property
+    def has_timestamp(self) -> bool:
+        return self._timestamp is not None
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """Something in the input that is not graded (a PDF, a student folder without this lab), kept to be reported."""
+
+    name: str  # its file or folder name, NFC
+    source: str
+    why: str
+
+
+class Scan:
+    """What `scan` found in an open input, read on demand under the input's limits.
+
+    Reading is left to the caller so that only what gets graded is read: an LMS download may hold
+    every resubmission, and only the latest of each student is worth its bytes.
+    """
+
+    def __init__(self, path: Path, found: list[Found], ignored: list[Ignored], limit: int,
+                 budget: _Budget) -> None:
+        self.path, self.found, self.ignored = path, found, ignored
+        self._limit, self._budget = limit, budget
+
+    def read(self, found: Found) -> tuple[bytes | None, str | None]:
+        """The notebook's bytes, or None and why not (the problem a row then carries)."""
+        if found.problem:
+            return None, found.problem
+        if found._file is None:
+            return None, "no notebook in submission"
+        return self.read_file(found._file)
+
+    def read_timestamp(self, found: Found) -> tuple[bytes | None, str | None]:
+        """The bytes of nbgrader's timestamp.txt next to the notebook: (None, None) when there is none."""
+        f = found._timestamp
+        if f is None:
+            return None, None
+        data, problem = self.read_file(f, MAX_TIMESTAMP_BYTES)
+        if problem and problem.startswith("notebook is larger"):
+            problem = f"timestamp.txt is larger than {MAX_TIMESTAMP_BYTES} bytes"
+        return data, problem
+
+    def read_file(self, file: _File, limit: int | None = None) -> tuple[bytes | None, str | None]:
+        if file.problem:
+            return None, file.problem
+        return _read(file, self._limit if limit is None else limit, self._budget)
+
+
+@contextmanager
+def scan(
+    path: str | os.PathLike[str],
+    *,
+    assignment: str,
+    notebook_name: str | None = None,
+    student_folder: Callable[[str], bool] | None = None,
+    max_notebook_bytes: int = 50 << 20,
+    max_total_bytes: int = 2 << 30,
+) -> Iterator[Scan]:
+    """Open a folder or zip and find where its notebooks are, reading none of them yet.
+
+    ``student_folder(name)`` says which folders hold one student's notebook directly (Moodle's
+    ``<Full Name>_<id>_assignsubmission_file_``); without it, only flat notebooks and nbgrader
+    student folders are found, as :func:`collect` wants. The zip stays open, and the byte limits
+    apply, until the ``with`` block ends. Raises SubmissionsError as :func:`collect` does.
+    """
     path = Path(path)
-    notebook_name = notebook_name or f"{assignment}.ipynb"
-    expected = _expected(assignment, notebook_name)
+    look = _Look(assignment, notebook_name or f"{assignment}.ipynb", student_folder or (lambda name: False))
+    expected = _expected(assignment, look.notebook_name)
     budget = _Budget(max_total_bytes, path)
     if path.is_dir():
         # A course root's submitted/ may be a link (into an exchange directory, say): the
@@ -131,7 +252,8 @@ def collect(
         if (path / "submitted").is_dir() and not (path / "submitted" / assignment).is_dir():
             path = path / "submitted"
         root = _DiskDir(str(path), os.path.realpath(path), max_notebook_bytes)
-        return _collect_tree(path, root, [], assignment, notebook_name, max_notebook_bytes, budget)
+        yield _scan_tree(path, root, [], look, max_notebook_bytes, budget)
+        return
     if not path.exists():
         raise SubmissionsError(f"{path} does not exist. {expected}")
     if not path.is_file():
@@ -148,7 +270,7 @@ def collect(
         ) from e
     with archive:
         root, unsafe = _zip_tree(archive, str(path))
-        return _collect_tree(path, root, unsafe, assignment, notebook_name, max_notebook_bytes, budget)
+        yield _scan_tree(path, root, unsafe, look, max_notebook_bytes, budget)
 
 
 def _expected(assignment: str, notebook_name: str) -> str:
@@ -312,47 +434,47 @@ class _Row:
     dup_key: str | None = None  # None: not compared for duplicates (id already invalid)
 
 
-def _collect_tree(
-    path: Path,
-    root: _Dir,
-    unsafe: list[Submission],
-    assignment: str,
-    notebook_name: str,
-    limit: int,
-    budget: _Budget,
-) -> list[Submission]:
+@dataclass(frozen=True)
+class _Look:
+    """What the scan looks for."""
+
+    assignment: str
+    notebook_name: str
+    is_folder: Callable[[str], bool]  # a student folder holding the notebook directly
+
+
+def _scan_tree(path: Path, root: _Dir, unsafe: list[Submission], look: _Look, limit: int, budget: _Budget) -> Scan:
+    ignored: list[Ignored] = []
     try:
-        rows = _rows(_find_base(root, assignment), assignment, notebook_name)
+        found = _found(_find_base(root, look), look, ignored)
     except OSError as e:
         raise SubmissionsError(f"cannot read {path}: {e.strerror or e}") from e
-    rows += [_Row(s.student_id, s.source, None, [s.problem or ""]) for s in unsafe]
-    if not rows:
+    found += [Found(s.student_id, UNSAFE, s.source, problem=s.problem) for s in unsafe]
+    if not found:
         raise SubmissionsError(
-            f"no submissions for assignment {assignment!r} found in {path}. {_expected(assignment, notebook_name)}"
+            f"no submissions for assignment {look.assignment!r} found in {path}. "
+            f"{_expected(look.assignment, look.notebook_name)}"
         )
-    _flag_duplicates(rows)
-    rows.sort(key=lambda r: (r.student_id, r.source))
-    result = []
-    for row in rows:  # read in sorted order so a total-size failure is deterministic
-        data = None
-        if not row.problems and row.file is not None:
-            data, problem = _read(row.file, limit, budget)
-            if problem:
-                row.problems.append(problem)
-        result.append(Submission(row.student_id, data, row.source, "; ".join(row.problems) or None))
-    return result
+    return Scan(path, found, ignored, limit, budget)
 
 
-def _find_base(root: _Dir, assignment: str) -> _Dir:
+def _row_of(found: Found) -> _Row:
+    if found.shape == UNSAFE:
+        return _Row(found.name, found.source, None, [found.problem or ""])
+    raw_id = found.name[: -len(".ipynb")] if found.shape == FILE else found.name
+    return _row(raw_id, found.source, found._file, found.problem)
+
+
+def _find_base(root: _Dir, look: _Look) -> _Dir:
     """The folder whose children are the submissions: look into submitted/ or one wrapper."""
-    base = _submitted_or_self(root, assignment)
+    base = _submitted_or_self(root, look.assignment)
     dirs, files = base.listing()
     # Submissions are looked for before unwrapping: a zip of one student's nbgrader folder
     # also has a single top-level folder, and that folder is the student, not a wrapper.
-    if base is root and len(dirs) == 1 and not _has_submissions(dirs, files, assignment):
+    if base is root and len(dirs) == 1 and not _has_submissions(dirs, files, look):
         wrapper = next(iter(dirs.values()))
         if wrapper.problem is None:
-            return _submitted_or_self(wrapper, assignment)
+            return _submitted_or_self(wrapper, look.assignment)
     return base
 
 
@@ -364,53 +486,91 @@ def _submitted_or_self(d: _Dir, assignment: str) -> _Dir:
     return submitted
 
 
-def _has_submissions(dirs: dict[str, _Dir], files: list[tuple[str, _File]], assignment: str) -> bool:
+def _has_submissions(dirs: dict[str, _Dir], files: list[tuple[str, _File]], look: _Look) -> bool:
     if any(_is_notebook(name) for name, _ in files):
         return True
-    for d in dirs.values():
+    for name, d in dirs.items():
+        if look.is_folder(_nfc(name)):
+            return True
         try:
-            if d.problem is None and _child_dir(d, assignment) is not None:
+            if d.problem is None and _child_dir(d, look.assignment) is not None:
                 return True
         except OSError:
             pass  # reported as that student's problem later
     return False
 
 
-def _rows(base: _Dir, assignment: str, notebook_name: str) -> list[_Row]:
+def _found(base: _Dir, look: _Look, ignored: list[Ignored]) -> list[Found]:
     dirs, files = base.listing()
-    rows = []
+    found = []
     for name, f in files:
         if _is_notebook(name):
-            rows.append(_row(name[: -len(".ipynb")], f.source, f, f.problem))
+            found.append(Found(_nfc(name), FILE, f.source, problem=f.problem, _file=f))
         else:
-            log.info("ignoring %s: not a notebook", f.source)
+            _ignore(ignored, name, f.source, "not a notebook")
     for name, d in sorted(dirs.items()):
-        rows += _student_rows(name, d, assignment, notebook_name)
-    return rows
+        if look.is_folder(_nfc(name)):
+            found += _folder_found(name, d)
+        else:
+            found += _student_found(name, d, look, ignored)
+    return found
 
 
-def _student_rows(name: str, student: _Dir, assignment: str, notebook_name: str) -> list[_Row]:
+def _student_found(name: str, student: _Dir, look: _Look, ignored: list[Ignored]) -> list[Found]:
+    """An nbgrader student folder: <name>/<assignment>/<notebook_name>, with timestamp.txt beside it."""
+    name = _nfc(name)
     if student.problem:
-        return [_row(name, student.source, None, student.problem)]
+        return [Found(name, NBGRADER, student.source, problem=student.problem)]
     if isinstance(student, _DiskDir):
         student.confine()
     try:
-        folder = _child_dir(student, assignment)
+        folder = _child_dir(student, look.assignment)
         if folder is None:
-            log.info("ignoring %s: no %s/ folder in it", student.source, assignment)
+            _ignore(ignored, name, student.source, f"no {look.assignment}/ folder in it")
             return []
         if folder.problem:
-            return [_row(name, folder.source, None, folder.problem)]
+            return [Found(name, NBGRADER, folder.source, problem=folder.problem)]
         files = folder.listing()[1]
     except OSError as e:
-        return [_row(name, student.source, None, f"cannot read folder ({e.strerror or e})")]
-    wanted = _nfc(notebook_name)
+        return [Found(name, NBGRADER, student.source, problem=f"cannot read folder ({e.strerror or e})")]
+    wanted = _nfc(look.notebook_name)
     found = [f for n, f in files if _nfc(n) == wanted]
+    # The last one, should a zip repeat the name: nbgrader writes one timestamp.txt per submission.
+    stamp = next((f for n, f in reversed(files) if n == "timestamp.txt"), None)
     if found:  # more than one only in a zip with repeated names: flagged as duplicates
-        return [_row(name, f.source, f, f.problem) for f in found]
+        return [Found(name, NBGRADER, f.source, wanted, f.problem, f, stamp) for f in found]
     others = sorted(n for n, _ in files if _is_notebook(n))
-    problem = f"no {notebook_name} in submission" + (f" (found {', '.join(others)})" if others else "")
-    return [_row(name, folder.source, None, problem)]
+    problem = f"no {look.notebook_name} in submission" + (f" (found {', '.join(others)})" if others else "")
+    return [Found(name, NBGRADER, folder.source, problem=problem)]
+
+
+def _folder_found(name: str, student: _Dir) -> list[Found]:
+    """A folder holding one student's files directly (Moodle's): one Found per notebook in it.
+
+    Which one to grade when there are several is the caller's choice (it knows the LMS's habits);
+    a folder without any notebook is still one Found, so the student is not dropped.
+    """
+    name = _nfc(name)
+    if student.problem:
+        return [Found(name, FOLDER, student.source, problem=student.problem)]
+    if isinstance(student, _DiskDir):
+        student.confine()
+    try:
+        files = student.listing()[1]
+    except OSError as e:
+        return [Found(name, FOLDER, student.source, problem=f"cannot read folder ({e.strerror or e})")]
+    notebooks = [(n, f) for n, f in files if _is_notebook(n)]
+    if notebooks:
+        return [Found(name, FOLDER, f.source, _nfc(n), f.problem, f) for n, f in notebooks]
+    others = [_display(n, 40) for n, _ in files]
+    listed = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+    return [Found(name, FOLDER, student.source,
+                  problem="no notebook in submission" + (f" (found {listed})" if others else ""))]
+
+
+def _ignore(ignored: list[Ignored], name: str, source: str, why: str) -> None:
+    log.info("ignoring %s: %s", source, why)
+    ignored.append(Ignored(_nfc(name), source, why))
 
 
 def _child_dir(d: _Dir, name: str) -> _Dir | None:

@@ -5,6 +5,7 @@ gradebook."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import dataclasses
 import io
 import json
@@ -212,3 +213,43 @@ def test_grades_csv_and_gradebook_show_only_today_s_maxima(regraded):
             assert submission.max_score == 95
             grades = gb.find_submission_notebook("cnn_mnist", "cnn_mnist", sid).grades
             assert all(g.score <= g.max_score for g in grades)
+
+
+def test_the_late_policy_is_not_what_graded_a_result(tmp_path):
+    """Moving the due date re-scores a class (late.py, at report time) without training anyone again."""
+    course = mutants.course_copy(tmp_path)
+    now = fingerprint(config.load(course))
+    toml = course / "assignment.toml"
+    toml.write_text(toml.read_text() + '\n[late]\ndue = "2026-12-07T23:59:00+09:00"\npenalty = "zero"\n')
+    assert fingerprint(config.load(course)) == now
+    toml.write_text(toml.read_text().replace("evaluate = 10", "evaluate = 5"))
+    assert fingerprint(config.load(course)).config != now.config  # the rest of the file still counts
+
+
+def test_a_notebook_handed_in_again_is_graded_again_and_only_that_one(tmp_path, assignment):
+    """A result records the sha256 of the bytes it graded; a resubmission with other bytes is graded again
+    (and said so), the same bytes at another time only update when it was handed in. Unusable notebooks take
+    the same path as runnable ones here, without a sandbox."""
+    from datetime import datetime, timezone
+
+    from autograder import grade
+    from autograder.results import RESUBMITTED
+    from autograder.submissions import Submission
+
+    when = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
+    subs = [Submission("a", b"{not a notebook", "a.ipynb", submitted_at=when),
+            Submission("b", b"{not one either", "b.ipynb")]
+    out = tmp_path / "out"
+    first = {r.student_id: r for r in grade.grade(assignment, subs, out, grade.Options())}
+    assert first["a"].submitted_at == when.isoformat() and first["a"].digest == hashlib.sha256(b"{not a notebook").hexdigest()
+
+    later = when.replace(day=2)
+    again = [Submission("a", b"{still not a notebook", "a.ipynb", submitted_at=later),
+             dataclasses.replace(subs[1], submitted_at=later)]
+    stream = io.StringIO()
+    second = {r.student_id: r for r in grade.grade(assignment, again, out, grade.Options(),
+                                                     progress=Progress(stream))}
+    assert second["a"].digest == hashlib.sha256(b"{still not a notebook").hexdigest()
+    assert graded_again(1, RESUBMITTED).en in stream.getvalue()
+    # b: the same bytes, handed in at another time: the record says when, nothing was graded again for it.
+    assert second["b"].submitted_at == later.isoformat() and "2 results" not in stream.getvalue()

@@ -167,3 +167,115 @@ def test_refuses_results_graded_out_of_other_maxima(tmp_path, assignment, points
     with pytest.raises(gradebook.GradebookError, match=r"no evaluate \(now out of 5\)"):
         gradebook.record(nowhere, halved, [result(ALICE, {p: 0.0 for p in points if p != "evaluate"})])
     assert not (tmp_path / "new").exists()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# When it was handed in, when it was due, and what lateness cost (issue 16)
+
+DUE = "2026-12-07T23:59:00+09:00"  # 14:59 UTC
+
+
+def late_lab(assignment, **late):
+    from autograder.config import Late
+
+    return dataclasses.replace(assignment, late=Late(**({"due": DUE, "penalty": "per_day", "points": 10.0} | late)))
+
+
+def handed_in(student_id, parts, when="", *, late_mark=False):
+    return dataclasses.replace(result(student_id, parts), submitted_at=when, late_mark=late_mark)
+
+
+def submission_rows(db_url, assignment):
+    """student -> (timestamp, late_submission_penalty of the notebook, score) as nbgrader stores them."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(db_url) as gb:
+        return {s.student.id: (s.timestamp, gb.find_submission_notebook("cnn_mnist", assignment.name,
+                                                                        s.student.id).late_submission_penalty,
+                               s.score) for s in gb.find_assignment(assignment.name).submissions}
+
+
+def test_timestamps_due_date_and_late_penalties(tmp_path, db_url, assignment, points):
+    from datetime import datetime
+
+    from nbgrader.api import Gradebook
+
+    lab = late_lab(assignment)
+    gradebook.record(db_url, lab, [
+        handed_in(ALICE, dict(points), "2026-12-07T23:58:59.500000+09:00"),  # on time, in Tokyo's time
+        handed_in(YAMADA, dict(points), "2026-12-10T12:00:00+00:00"),  # 2 d 21 h late: 3 started days
+        handed_in(HOSTILE, dict(points), late_mark=True)])  # late by the LMS's word only: the first day
+    assert submission_rows(db_url, lab) == {
+        ALICE: (datetime(2026, 12, 7, 14, 58, 59, 500000), None, 100.0),
+        YAMADA: (datetime(2026, 12, 10, 12, 0), 30.0, 100.0),
+        HOSTILE: (None, 10.0, 100.0)}
+    with Gradebook(db_url) as gb:
+        assert gb.find_assignment("cnn_mnist").duedate == datetime(2026, 12, 7, 14, 59)
+
+    rows = export(db_url, tmp_path, cli=False)
+    assert {sid: (r["timestamp"], r["raw_score"], r["late_submission_penalty"], r["score"], r["duedate"])
+            for sid, r in rows.items()} == {
+        ALICE: ("2026-12-07 14:58:59.500000", "100.0", "0.0", "100.0", "2026-12-07 14:59:00"),
+        YAMADA: ("2026-12-10 12:00:00", "100.0", "30.0", "70.0", "2026-12-07 14:59:00"),
+        HOSTILE: ("", "100.0", "10.0", "90.0", "2026-12-07 14:59:00")}
+
+    # The due date moved a week on: the same results are on time, and no time already recorded is lost.
+    gradebook.record(db_url, late_lab(assignment, due="2026-12-14T23:59:00+09:00"),
+                     [handed_in(YAMADA, dict(points), "2026-12-10T12:00:00+00:00"), handed_in(ALICE, dict(points))])
+    assert submission_rows(db_url, lab)[YAMADA] == (datetime(2026, 12, 10, 12, 0), None, 100.0)
+    assert submission_rows(db_url, lab)[ALICE][0] == datetime(2026, 12, 7, 14, 58, 59, 500000)
+
+
+def test_a_due_date_set_in_nbgrader_stays_unless_the_config_has_one(db_url, assignment, points):
+    from datetime import datetime
+
+    from nbgrader.api import Gradebook
+
+    with Gradebook(db_url) as gb:
+        gb.update_or_create_assignment("cnn_mnist", duedate="2026-12-01 12:00:00 UTC")  # the TA's, in nbgrader
+    gradebook.record(db_url, assignment, [handed_in(ALICE, dict(points), "2026-12-03T00:00:00+00:00")])
+    with Gradebook(db_url) as gb:
+        assert gb.find_assignment("cnn_mnist").duedate == datetime(2026, 12, 1, 12, 0)
+    # No [late] policy in the config: nbgrader shows the lateness, the kit takes nothing off (nbgrader's "none").
+    assert submission_rows(db_url, assignment)[ALICE][1] is None
+    gradebook.record(db_url, late_lab(assignment), [handed_in(ALICE, dict(points), "2026-12-03T00:00:00+00:00")])
+    with Gradebook(db_url) as gb:
+        assert gb.find_assignment("cnn_mnist").duedate == datetime(2026, 12, 7, 14, 59)
+
+
+def test_the_penalty_is_taken_from_the_score_nbgrader_shows(db_url, assignment, points):
+    """A TA's manual score changes the score the policy applies to, as nbgrader's AssignLatePenalties sees it."""
+    from nbgrader.api import Gradebook
+
+    late = "2026-12-08T00:00:00+00:00"  # 9 h late
+    partial = {p: 0.0 for p in points} | {"shapes": 20.0}
+    zero = late_lab(assignment, penalty="zero", points=0.0)
+    gradebook.record(db_url, zero, [handed_in(ALICE, partial, late)])
+    assert submission_rows(db_url, zero)[ALICE][1:] == (20.0, 20.0)
+    with Gradebook(db_url) as gb:
+        gb.find_grade("test_net", "cnn_mnist", "cnn_mnist", ALICE).manual_score = 25.0
+        gb.db.commit()
+    gradebook.record(db_url, zero, [handed_in(ALICE, partial, late)])
+    assert submission_rows(db_url, zero)[ALICE][1:] == (45.0, 45.0)  # "zero" takes all of the 45 nbgrader shows
+    capped = late_lab(assignment, penalty="per_hour", points=5.0, cap=40.0)
+    gradebook.record(db_url, capped, [handed_in(ALICE, partial, late)])
+    assert submission_rows(db_url, capped)[ALICE][1:] == (40.0, 45.0)  # 9 h x 5 = 45, capped at 40
+
+
+def test_every_solution_cell_has_a_comment_for_nbgraders_readers(db_url, assignment, points):
+    """generate_feedback and formgrader look up a comment for each answer cell of an autograded notebook."""
+    from nbgrader.api import Gradebook
+
+    answers = gradebook.solution_cell_names(assignment)
+    assert answers == [*assignment.module_cells[1:], *assignment.experiment_cells]  # "setup" is locked, not an answer
+    with gradebook._quiet_nbgrader(), Gradebook(db_url) as gb:  # recorded before the gradebook knew the answers
+        gb.update_or_create_assignment("cnn_mnist")
+        gb.update_or_create_notebook("cnn_mnist", "cnn_mnist")
+        gb.update_or_create_student(YAMADA)
+        gb.update_or_create_submission("cnn_mnist", YAMADA)
+    gradebook.record(db_url, assignment, batch(points))
+    with Gradebook(db_url) as gb:
+        for student in (ALICE, YAMADA, HOSTILE):
+            assert [gb.find_comment(name, "cnn_mnist", "cnn_mnist", student).comment for name in answers] == \
+                [None] * len(answers)
+        assert sorted(c.name for c in gb.find_notebook("cnn_mnist", "cnn_mnist").solution_cells) == sorted(answers)

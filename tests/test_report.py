@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import html.parser
 import re
 from urllib.parse import quote
 
@@ -11,6 +10,8 @@ import pytest
 
 from autograder import report
 from autograder.results import CRASHED, GRADED, CheckResult, Message, SubmissionResult, invalid
+
+from pages import parse
 
 PARTS = ["shapes", "net", "accuracy"]
 MAX = {"shapes": 20.0, "net": 25.0, "accuracy": 15.0}
@@ -67,13 +68,14 @@ def test_grades_csv_rows(tmp_path):
     path = report.write_grades_csv([full(), partial(), broken()], tmp_path / "grades.csv", PARTS)
     rows = read_csv(path)
     assert rows[0] == ["student_id", "shapes", "net", "accuracy", "total", "max_total", "status", "reason",
-                       "reason_ja", "seconds"]
-    assert rows[1] == ["alice", "20", "25", "15", "60", "60", "graded", "", "", "41.2"]
+                       "reason_ja", "seconds", "submitted_at", "late_penalty", "score"]
+    # Without a late policy nothing is taken off: the score is the total.
+    assert rows[1] == ["alice", "20", "25", "15", "60", "60", "graded", "", "", "41.2", "", "0", "60"]
     assert rows[2] == ["山田 太郎", "10", "25", "2.5", "37.5", "60", "crashed", "the process exited during training",
-                       "学習中にプロセスが終了しました", "7.0"]
+                       "学習中にプロセスが終了しました", "7.0", "", "0", "37.5"]
     # The formula-looking id is defused with a leading quote; the rest of the row is untouched.
     assert rows[3] == ["'=cmd|' /C calc'!A0", "0", "0", "0", "0", "60", "invalid", "not a readable notebook",
-                       "ノートブックを読めません", "0.0"]
+                       "ノートブックを読めません", "0.0", "", "0", "0"]
     assert not list(tmp_path.glob(".*"))  # the temp file was renamed away
 
 
@@ -88,7 +90,7 @@ def test_csv_without_bom_and_missing_part(tmp_path):
                          max_parts={"shapes": 20.0})
     path = report.write_grades_csv([r], tmp_path / "g.csv", ["shapes", "net"], bom=False)
     assert not path.read_bytes().startswith(b"\xef\xbb\xbf")
-    assert path.read_text(encoding="utf-8").splitlines()[1] == "bob,20,,20,20,graded,,,0.0"
+    assert path.read_text(encoding="utf-8").splitlines()[1] == "bob,20,,20,20,graded,,,0.0,,0,20"
 
 
 # ------------------------------------------------------------------------------------------------------ summary
@@ -124,22 +126,6 @@ def test_summary_empty():
 
 # ----------------------------------------------------------------------------------------------------- feedback
 
-class _Tags(html.parser.HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.tags, self.text = [], []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-
-    def handle_data(self, data):
-        self.text.append(data)
-
-
-def parse(page):
-    p = _Tags()
-    p.feed(page)
-    return p
 
 
 def test_feedback_escapes_hostile_values():
@@ -196,6 +182,26 @@ def test_write_feedback_files(tmp_path):
     assert paths[1].name == "%E5%B1%B1%E7%94%B0%20%E5%A4%AA%E9%83%8E.html"
     assert 'lang="en"' in paths[3].read_text(encoding="utf-8")
     assert sorted(p.name for p in (tmp_path / "feedback").iterdir()) == sorted(p.name for p in paths)
+
+
+def test_an_unchanged_page_is_not_drawn_again(tmp_path):
+    """A page whose inputs are the ones stamped in it is left alone (resuming a batch redraws nothing); a change
+    in any input (here the late penalty, then the language) writes it again."""
+    from autograder.late import Lateness
+
+    result = partial()
+    [path] = report.write_feedback([result], tmp_path, "en")
+    first = path.read_text(encoding="utf-8")
+    assert first.startswith("<!DOCTYPE html>\n<!-- autograder inputs ")  # nothing may come before the doctype
+    path.write_text(first.replace("</footer>", "</footer><!-- untouched -->"), encoding="utf-8")
+    report.write_feedback([result], tmp_path, "en")
+    assert "<!-- untouched -->" in path.read_text(encoding="utf-8")
+    late = Lateness(True, 7200.0, 5.0, Message("2 時間遅れ", "2 h late"))
+    report.write_feedback([result], tmp_path, "en", lateness={result.student_id: late})
+    again = path.read_text(encoding="utf-8")
+    assert "<!-- untouched -->" not in again and "2 h late" in again
+    report.write_feedback([result], tmp_path, "ja", lateness={result.student_id: late})
+    assert 'lang="ja"' in path.read_text(encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------------- order, names and rounding
