@@ -81,7 +81,7 @@ def _reports(args, course, assignment, results, out: Path, found) -> None:
                           reference_losses=curve)
     notes = found.summary_lines(lang=args.lang) if found is not None else []
     classreport.write_class_report(results, out / "class_report.html", assignment_title=assignment.name,
-                                   lateness=lateness, intake_lines=notes)
+                                   lateness=lateness, lang=args.lang, intake_lines=notes)
     nb = nbcourse.find(Path(args.submissions)) if found is not None else None
     # An nbgrader course keeps its own gradebook: formgrader, generate_feedback and `nbgrader export` read it.
     db = args.db or (nb.db_url if nb is not None else gradebook.default_db_url(out))
