@@ -341,15 +341,17 @@ def autograded_notebook(released, submitted: bytes | None, result: SubmissionRes
         gid = cell["grade_id"]
         rel = tracked.get(gid) if gid else None
         if rel is None:
-            new = _new_cell(cell["cell_type"], cell["source"])
+            new = _students_cell(cell["cell_type"], cell["source"])
         else:
             meta = rel.metadata.get("nbgrader", {})
             locked = bool(meta.get("locked")) or (bool(meta.get("grade")) and not meta.get("solution"))
-            source = rel.source if locked or cell["source"] is None else cell["source"]
+            if locked or cell["source"] is None:
+                new = _new_cell(rel.cell_type, rel.source)
+            else:
+                new = _students_cell(rel.cell_type, cell["source"])
             if cell.get("missing") and not locked:
-                source = _missing_notice(rel.cell_type, lang) + source
-            new = _new_cell(rel.cell_type, source)
-            new.metadata = _nbgrader_metadata(rel, assignment, gid in answers)
+                new.source = _missing_notice(rel.cell_type, lang) + new.source
+            new.metadata = {**new.metadata, **_nbgrader_metadata(rel, assignment, gid in answers)}
         cid = cell["id"] if cell["id"] and _CELL_ID.match(cell["id"]) else (rel.get("id") if rel else None)
         new.id = _unique_id(cid, used_ids)
         out.append(new)
@@ -410,6 +412,26 @@ def _student_cells(data: bytes | None) -> tuple[list[dict], str | None]:
         cells.append({"cell_type": cell["cell_type"], "source": source, "grade_id": grade_id(cell),
                       "id": cid if isinstance(cid, str) else None})
     return cells, None
+
+
+# A student's markdown is rendered by nbconvert without sanitising (nbgrader's feedback, formgrader, which runs in
+# the TA's Jupyter server): raw HTML there could run script with the TA's session. No tag, comment or processing
+# instruction can open without a "<" before a letter, "/", "!" or "?"; a link's javascript: scheme is the other way
+# in. Formatting, maths ("x < 3") and text stay as the student wrote them.
+_TAG_OPEN = re.compile(r"<(?=[A-Za-z/!?])")
+_SCRIPT_SCHEME = re.compile(r"(?i)\b(java|vb)script(\s*):")
+STUDENT_RAW_MIMETYPE = "text/x-autograder-student-raw"
+
+
+def _students_cell(cell_type: str, source: str):
+    """A cell whose source is the student's, made safe to render: markdown without HTML tags or script links; a
+    raw cell with a format no exporter includes (an untyped raw cell goes into nbconvert's HTML as it is)."""
+    if cell_type == "markdown":
+        source = _SCRIPT_SCHEME.sub(r"\1script-blocked\2:", _TAG_OPEN.sub("&lt;", source))
+    cell = _new_cell(cell_type, source)
+    if cell_type == "raw":
+        cell.metadata["raw_mimetype"] = STUDENT_RAW_MIMETYPE
+    return cell
 
 
 def _new_cell(cell_type: str, source: str):

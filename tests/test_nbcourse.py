@@ -272,6 +272,34 @@ def test_autograded_notebook_is_the_sanitised_submission(lab):
     assert len({c.id for c in nb.cells}) == len(nb.cells)
 
 
+@pytest.mark.notebook
+def test_a_students_markdown_and_raw_cells_cannot_put_markup_in_the_pages_nbgrader_renders(lab):
+    """nbgrader's feedback and formgrader render the autograded notebook with nbconvert, unsanitised; formgrader runs
+    in the TA's Jupyter server. The student's markdown keeps its text and formatting but no tag and no script link;
+    an untyped raw cell, which nbconvert's HTML copies as it is, is given a format no exporter includes."""
+    from nbconvert import HTMLExporter
+
+    nb = released()
+    nb["cells"] += [
+        {"cell_type": "markdown", "id": "m1", "metadata": {},
+         "source": "**My notes** <script>alert('md')</script> <img src=x onerror=alert(2)> "
+                   "[click](javascript:alert(3)) [ok](https://example.org) if x < 3"},
+        {"cell_type": "raw", "id": "r1", "metadata": {}, "source": "<script>alert('raw')</script>"},
+        {"cell_type": "raw", "id": "r2", "metadata": {"raw_mimetype": "text/html"},
+         "source": "<iframe src=javascript:alert(4)></iframe>"},
+    ]
+    answer = cell_of(nb, "net")
+    answer["cell_type"] = "markdown"  # an answer cell turned into markdown keeps its grade_id: still the student's
+    answer["source"] = "<svg onload=alert(5)>"
+    auto, _ = nbcourse.autograded_notebook(nbformat.read(RELEASE, as_version=4), json.dumps(nb).encode(),
+                                            graded("mallory", lab, 0.0), lab, lang="en")
+    page, _ = HTMLExporter().from_notebook_node(auto)
+    for markup in ("<script>alert", "<img src=x", 'href="javascript:', "<iframe", "<svg onload"):
+        assert markup not in page, markup
+    assert "<strong>My notes</strong>" in page and 'href="https://example.org"' in page
+    assert "&lt;script&gt;alert" in page and "if x &lt; 3" in page  # shown as the text it is
+
+
 def test_deleted_cells_come_back_after_the_cell_they_followed(lab):
     nb, _ = nbcourse.autograded_notebook(nbformat.read(RELEASE, as_version=4), bob_notebook(),
                                          graded("bob", lab, 0.0), lab, lang="en")
