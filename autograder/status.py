@@ -31,7 +31,9 @@ def rows(assignment: Assignment, found, out: Path) -> list[tuple[str, str, str, 
         else:
             stale = result.stale(now) or resubmitted_digest(result, sub)
             state = STALE if stale else GRADED
-            why = stale.en if stale else ""
+            # A row that did not run to the end says how it ended: "invalid: the notebook is not valid JSON".
+            ended = f"{result.status}: {result.reason.en}" if result.status != "graded" and result.reason else ""
+            why = stale.en if stale else ended
             score = _num(result.total)
         lateness = _lateness(assignment, sub, result)
         if lateness.penalty and score:
