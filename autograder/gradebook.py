@@ -179,7 +179,8 @@ def _ensure_structure(gb, assignment: Assignment, notebook: str) -> tuple[dict, 
     if extra:
         # A grade cell no part fills would count in every student's max_score; deleting it would delete grades.
         raise GradebookError(f"the gradebook's notebook {assignment.name}/{notebook} has grade cells that are not "
-                             f"parts of assignment.toml: {', '.join(extra)}; remove them (or the database) first")
+                             f"parts of assignment.toml: {', '.join(extra)}; remove them (or the database) first, "
+                             "or record elsewhere with --db (the results are saved: grading again is instant)")
     cells = {part: gb.update_or_create_grade_cell(name, notebook, assignment.name,
                                                   max_score=float(assignment.points[part]), cell_type="code")
              for name, part in wanted.items()}

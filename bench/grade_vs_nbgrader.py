@@ -371,8 +371,10 @@ def kit_round(course: Path, students: list[str], tmp: Path, rnd: int, jobs: int,
     flags = ([] if fork_server else ["--no-fork-server"]) + ([f"--threads={threads}"] if threads else [])
     name = f"r{rnd}-jobs{jobs}" + ("" if fork_server else "-own") + (f"-threads{threads}" if threads else "")
     out = tmp / "kit" / name
+    # --db: the nbgrader-only course's gradebook is the baseline's (its hidden cell is no part of the kit's); without
+    # it the kit would record into the course's own gradebook, as it does for a TA's nbgrader course.
     argv = [str(BIN / "autograder"), "grade", str(course / "submitted"), "--assignment", ASSIGNMENT, "--out", str(out), "--force",
-            "--jobs", str(jobs), *flags]
+            "--jobs", str(jobs), "--db", f"sqlite:///{out / 'gradebook.db'}", *flags]
     wall = run_logged(argv, cwd=REPO, logfile=tmp / "logs" / f"kit-{name}.log")
     per_sub, bad = {}, []
     # Steady state: from the end of the first wave (the jobs-th saved result: those paid the grader's start)
