@@ -198,11 +198,7 @@ def write_autograded(course: NbgraderCourse, assignment: Assignment, results: li
     released = read_notebook(release_path)
     by_id = {s.student_id: s for s in submissions}
     written = []
-    for result in results:
-        folder, why = _student_folder(course, course.autograded, result.student_id, assignment.name)
-        if folder is None:
-            written.append(Written(result.student_id, None, why))
-            continue
+    for result, folder in _student_folders(course, course.autograded, results, assignment, written):
         submission = by_id.get(result.student_id)
         nb, note = autograded_notebook(released, submission.notebook if submission else None, result, assignment,
                                        lang=lang)
@@ -546,6 +542,17 @@ def _unreadable_notice(lang: str) -> str:
 # feedback/
 
 
+def _student_folders(course: NbgraderCourse, step: str, results: list[SubmissionResult], assignment: Assignment,
+                     written: list[Written]):
+    """(result, its folder under `step`) for each result that can have one; the others go into `written` with why."""
+    for result in results:
+        folder, why = _student_folder(course, step, result.student_id, assignment.name)
+        if folder is None:
+            written.append(Written(result.student_id, None, why))
+        else:
+            yield result, folder
+
+
 def write_feedback(course: NbgraderCourse, assignment: Assignment, results: list[SubmissionResult], *,
                    lang: str = "ja", render: Callable[[SubmissionResult], str] | None = None) -> list[Written]:
     """The kit's own feedback page of each student as feedback/<student>/<lab>/<notebook stem>.html, with
@@ -560,11 +567,7 @@ def write_feedback(course: NbgraderCourse, assignment: Assignment, results: list
     render = render or (lambda r: feedback_html(r, lang=lang, assignment_title=assignment.name))
     stem = Path(assignment.notebook).stem
     written = []
-    for result in results:
-        folder, why = _student_folder(course, course.feedback, result.student_id, assignment.name)
-        if folder is None:
-            written.append(Written(result.student_id, None, why))
-            continue
+    for result, folder in _student_folders(course, course.feedback, results, assignment, written):
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{stem}.html"
         write_atomic(path, render(result))

@@ -47,6 +47,14 @@ def autograder(*args, mnist_dir, cwd=REPO_ROOT, returncode=0):
     return run
 
 
+def grade_download(download: Path, lab: Path, roster: Path, tmp: Path, mnist_dir):
+    """`autograder grade` on an LMS download with its roster, as a TA runs it: (the output folder, the run)."""
+    out = tmp / "out"
+    run = autograder("grade", download, "--assignment", lab, "--roster", roster, "--out", out, "--lang", "en",
+                     "--jobs", "2", "--device", "cpu", mnist_dir=mnist_dir)
+    return out, run
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
 
@@ -84,9 +92,7 @@ def canvas(lab, tmp_path_factory, mnist_dir):
         '"Yamada, Taro",1001,s1001,yamadataro,Lab A,\n'
         '"Suzuki, Hanako",1002,s1002,suzukihanako,Lab A,\n'
         '"Tanaka, Jiro",1003,s1003,tanakajiro,Lab B,\n', encoding="utf-8")
-    out = tmp / "out"
-    run = autograder("grade", download, "--assignment", lab, "--roster", roster, "--out", out, "--lang", "en",
-                     "--jobs", "2", "--device", "cpu", mnist_dir=mnist_dir)
+    out, run = grade_download(download, lab, roster, tmp, mnist_dir)
     results = {r.student_id: r for r in ResultStore(out).load_all()}
     return dict(out=out, run=run, results=results, roster=roster, key=key)
 
@@ -154,9 +160,7 @@ def moodle(lab, tmp_path_factory, mnist_dir):
         "Participant 2002,Hanako Suzuki,hanako@example.ac.jp,Submitted for grading,,100.00,Yes,"
         '"Saturday, 12 December 2026, 10:00 AM",-,\n'
         "Participant 2003,Ichiro Tanaka,ichiro@example.ac.jp,No submission,,100.00,Yes,-,-,\n", encoding="utf-8")
-    out = tmp / "out"
-    run = autograder("grade", download, "--assignment", lab, "--roster", roster, "--out", out, "--lang", "en",
-                     "--jobs", "2", "--device", "cpu", mnist_dir=mnist_dir)
+    out, run = grade_download(download, lab, roster, tmp, mnist_dir)
     results = {r.student["moodle_id"]: r for r in ResultStore(out).load_all() if r.student.get("moodle_id")}
     return dict(out=out, run=run, results=results, roster=roster)
 
