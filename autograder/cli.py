@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from dataclasses import replace
@@ -40,9 +41,10 @@ def _grade(args) -> int:
 
     course = Course.at(args.course)
     assignment = course.lab(args.assignment)
-    options = grade.Options(device=grade.resolve_device(args.device), jobs=args.jobs, force=args.force,
-                            require_sandbox=args.require_sandbox, fork_server=args.fork_server,
-                            threads=args.threads)
+    # On a cluster each worker checks CUDA for itself (slot.refusal); "auto" grades on the workers' CPUs.
+    device = (args.device if args.device != "auto" else "cpu") if args.cluster else grade.resolve_device(args.device)
+    options = grade.Options(device=device, jobs=args.jobs, force=args.force, require_sandbox=args.require_sandbox,
+                            fork_server=args.fork_server, threads=args.threads)
     found = intake.gather(Path(args.submissions), assignment=assignment.name, notebook_name=assignment.notebook,
                           roster=_roster(args, course))
     out = Path(args.out or course.root / "out" / assignment.name)
@@ -53,14 +55,22 @@ def _grade(args) -> int:
             raise ValueError(f"--student {', '.join(unknown)}: no such student in {args.submissions} "
                              f"(run 'autograder status' to list the students found there)")
         # Only these are graded (again); the reports still cover everyone handed in and graded before.
-        results = grade.grade(assignment, [s for s in subs if s.student_id in args.student], out,
-                              replace(options, force=True), progress=grade.Progress(lang=args.lang))
-    else:
-        results = grade.grade(assignment, subs, out, options, progress=grade.Progress(lang=args.lang))
-    ids = {s.student_id for s in subs}
+        subs, options = [s for s in subs if s.student_id in args.student], replace(options, force=True)
+    with _pool(args, course, out) as pool:
+        results = grade.grade(assignment, subs, out, options, progress=grade.Progress(lang=args.lang), pool=pool)
+    ids = {s.student_id for s in found.submissions}
     results = [r for r in results if r.student_id in ids]
     _reports(args, course, assignment, results, out, found)
     return 0
+
+
+def _pool(args, course, out: Path):
+    """Where the runs happen: --cluster's Dask workers, else this machine (None)."""
+    if not args.cluster:
+        return contextlib.nullcontext()
+    from .cluster import ClusterPool
+
+    return ClusterPool.connect(args.cluster, course, logs=out / "slurm-logs")
 
 
 def _reports(args, course, assignment, results, out: Path, found) -> None:
@@ -210,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: out/<assignment>)")
     p.add_argument("--db", help="nbgrader gradebook URL (default: sqlite:///<out>/gradebook.db)")
     p.add_argument("--force", action="store_true", help="grade again students already graded in --out")
+    p.add_argument("--cluster", metavar="ADDRESS|slurm",
+                   help="grade on a Dask cluster: a running scheduler's address (tcp://host:8786), or 'slurm' to "
+                        "start workers as Slurm jobs from course.toml's [cluster] table (default: this machine)")
     p.add_argument("--student", action="append", metavar="ID",
                    help="grade (again) only this student; repeat for more. The reports still cover the whole class")
     _roster_option(p)

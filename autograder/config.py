@@ -84,6 +84,31 @@ class Late:
 
 
 @dataclass(frozen=True)
+class Cluster:
+    """The course's [cluster] table (course.toml): the Slurm jobs that `autograder grade --cluster slurm` starts
+    through dask-jobqueue, each running Dask worker processes that grade as a local batch does."""
+
+    queue: str = ""  # the Slurm partition (sbatch -p); "": the cluster's default
+    account: str = ""  # sbatch -A; "": none
+    jobs: int = 1  # Slurm jobs at most, started as the batch begins and cancelled when it ends
+    cores: int = 2  # CPU cores per job
+    # Dask worker processes per job; 0: one per core. Each has its own judge and fork server, and grades one
+    # submission at a time: the judge of one process is single-threaded, so a slot per process scales best.
+    processes: int = 0
+    memory: str = "8GB"  # per job; a sandbox's own limit comes from the lab's [limits]
+    walltime: str = "01:00:00"  # per job: a job that ends mid-submission has that submission graded elsewhere
+    gpus: int = 0  # per job (--gres=gpu:N), for --device cuda
+    # Shell lines run in each job before its worker starts: `module load ...`, `source /path/venv/bin/activate`,
+    # `export MNIST_DIR=/shared/mnist`. The job also inherits the environment `autograder grade` ran in.
+    prologue: tuple[str, ...] = ()
+    directives: tuple[str, ...] = ()  # more #SBATCH lines, e.g. "--constraint=avx2", "--qos=short"
+    python: str = ""  # the workers' interpreter; "": the one running `autograder grade` (a shared install)
+    interface: str = ""  # the network interface the scheduler listens on, as the workers reach it (ib0, eth0)
+    host: str = ""  # or the address it listens on ("127.0.0.1" for a one-node cluster)
+    wait_seconds: float = 0.0  # fail when no worker could grade after this long; 0: wait for the queue
+
+
+@dataclass(frozen=True)
 class PartName:
     """A part's name in the reports, per language. Optional: a part without one is shown by its id."""
 
@@ -181,6 +206,17 @@ def _build(cls, table: dict, where: str):
     if missing:
         raise ConfigError(f"missing key{'s' if len(missing) > 1 else ''} {', '.join(missing)} in [{where or 'top level'}]")
     return cls(**values)
+
+
+def cluster(table: dict, where: str) -> Cluster:
+    """The [cluster] table of course.toml, checked key by key like an assignment's config."""
+    try:
+        settings = _build(Cluster, table, "cluster")
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if settings.jobs < 1 or settings.cores < 1 or settings.processes < 0 or settings.gpus < 0:
+        raise ConfigError(f"{where}: [cluster] jobs and cores must be at least 1, processes and gpus at least 0")
+    return settings
 
 
 def load(path: Path) -> Assignment:

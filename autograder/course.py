@@ -3,7 +3,8 @@ whatever grading writes. The current directory by default (`--course DIR` names 
 refers to no checkout, so an installed kit grades any instructor's course.
 
     <course>/
-      course.toml          optional: other names for the three folders below (keys source, release, solutions)
+      course.toml          optional: other names for the three folders below (keys source, release, solutions),
+                           and [cluster], the Slurm jobs of `autograder grade --cluster slurm` (config.Cluster)
       assignments/<lab>/   one folder per lab: assignment.toml, the source notebook, hidden/ (config.py)
       release/<lab>/       the student notebook, written by `autograder release`
       solutions/<lab>/     the executed answer key, written by `autograder release`
@@ -12,7 +13,7 @@ refers to no checkout, so an installed kit grades any instructor's course.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from . import config
@@ -27,6 +28,7 @@ class Course:
     source: str = "assignments"  # nbgrader's "source" folder: one folder per lab
     release: str = "release"
     solutions: str = "solutions"
+    cluster: config.Cluster = field(default_factory=config.Cluster)
 
     @classmethod
     def at(cls, root: Path | str | None = None) -> Course:
@@ -40,8 +42,10 @@ class Course:
                 names = tomllib.loads((root / COURSE_FILE).read_text(encoding="utf-8"))
             except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
                 raise ConfigError(f"{root / COURSE_FILE}: {exc}") from None
-            known = {f.name for f in fields(cls)} - {"root"}
-            wrong = [k for k, v in names.items() if k not in known or not isinstance(v, str) or not v]
+            if "cluster" in names:
+                names["cluster"] = config.cluster(names["cluster"], str(root / COURSE_FILE))
+            known = {f.name for f in fields(cls)} - {"root", "cluster"}
+            wrong = [k for k, v in names.items() if k != "cluster" and (k not in known or not isinstance(v, str) or not v)]
             if wrong:
                 raise ConfigError(f"{root / COURSE_FILE}: unknown or empty keys {', '.join(wrong)} "
                                   f"(known: {', '.join(sorted(known))}, each a folder name)")

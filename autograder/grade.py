@@ -11,6 +11,7 @@ batch resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -331,11 +332,11 @@ def status_of(run, obs) -> tuple[str, Message | None]:
 
 
 def grade(assignment: Assignment, submissions: list[Submission], out: Path, options: Options,
-          progress=None) -> list[SubmissionResult]:
+          progress=None, pool=None) -> list[SubmissionResult]:
     """Grade every submission not yet recorded under `out` by this assignment as it is now (all of them with
     force); return every result under `out` that it graded. A recorded result whose fingerprint differs (the
     config, the hidden checks, the source notebook or the kit changed since) is graded again, and the progress
-    line says how many and why."""
+    line says how many and why. `pool` (cluster.ClusterPool) grades on a cluster's workers instead of here."""
     store = ResultStore(out)
     now = fingerprint(assignment)
     titles = part_titles(assignment)
@@ -362,31 +363,43 @@ def grade(assignment: Assignment, submissions: list[Submission], out: Path, opti
     if progress:
         progress.start(len(todo))
     if todo:
-        grader = Grader(assignment, options)
-        try:
-            # One thread more than slots: its sandbox warms up and waits for the next free slot.
-            pool = ThreadPoolExecutor(max_workers=options.workers + 1)
-            try:
-                owner = {pool.submit(grader.observe, sub): sub for sub in todo}
-                pending = set(owner)
-                while pending:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        result = save(_judged(grader, future, owner[future]))
-                        if progress:
-                            progress.advance(result)
-            except BaseException:  # Ctrl-C, or our own failure: stop soon, keep what is saved
-                grader.cancel()
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-            pool.shutdown()
-        finally:
-            grader.close()
+        # Where the runs happen: this machine's pool, or a cluster's workers (cluster.py). Either way each
+        # result comes back here, is saved at once, and the next one is taken.
+        runs = pool.results(assignment, todo, options, progress) if pool else local_results(assignment, todo, options)
+        with contextlib.closing(runs):
+            for result in runs:
+                result = save(result)
+                if progress:
+                    progress.advance(result)
     if progress:
         progress.finish()
         for why, n in again.items():
             progress.note(graded_again(n, why))
+        for line in pool.notes() if pool else ():
+            progress.note(line)
     return store.load_all(now)  # results of another fingerprint (students not in this batch) never mix in
+
+
+def local_results(assignment: Assignment, todo: list[Submission], options: Options):
+    """This machine's pool: sandboxes in worker threads, the judge here, results in the order runs finish."""
+    grader = Grader(assignment, options)
+    try:
+        # One thread more than slots: its sandbox warms up and waits for the next free slot.
+        pool = ThreadPoolExecutor(max_workers=options.workers + 1)
+        try:
+            owner = {pool.submit(grader.observe, sub): sub for sub in todo}
+            pending = set(owner)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield judged(grader, future.result, owner[future])
+        except BaseException:  # Ctrl-C, the caller stopping, or our own failure: stop soon, keep what is saved
+            grader.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown()
+    finally:
+        grader.close()
 
 
 def resubmitted(store: ResultStore, sub: Submission) -> Message | None:
@@ -441,9 +454,10 @@ def reference_losses(assignment: Assignment) -> list[float]:
     return losses
 
 
-def _judged(grader: Grader, future, sub: Submission) -> SubmissionResult:
+def judged(grader: Grader, observed, sub: Submission) -> SubmissionResult:
+    """grader.judge(observed()), with our own failure on one submission turned into its row."""
     try:
-        return grader.judge(future.result())
+        return grader.judge(observed())
     except Exception as exc:  # our own failure on one submission must not sink the batch: it becomes its row
         log.exception("internal error while grading %s", sub.student_id)
         return SubmissionResult(student_id=sub.student_id, status=CRASHED,
@@ -461,6 +475,7 @@ class Progress:
     def __init__(self, stream=sys.stderr, lang: str = "en"):
         self.stream, self.lang, self.bar = stream, lang, None
         self.counts: Counter = Counter()
+        self.workers = ""  # on a cluster: how many workers grade (and refused), and the pace
 
     def start(self, total: int):
         from tqdm import tqdm  # only a batch draws a bar: the rest of the CLI does not pay for the import
@@ -478,6 +493,17 @@ class Progress:
             self.bar.set_postfix_str(self.line(), refresh=False)
             self.bar.update(1)
 
+    def cluster(self, grading: int, refused: int) -> None:
+        """The cluster's workers as the bar shows them, with the pace so far (notebooks per minute)."""
+        rate = ""
+        if self.bar is not None and self.bar.n:
+            elapsed = self.bar.format_dict["elapsed"]
+            rate = f", {self.bar.n / elapsed * 60:.1f} nb/min" if elapsed > 0 else ""
+        word = "workers" if self.lang == "en" else "ワーカー"
+        self.workers = f"{word} {grading}" + (f" (refused {refused})" if refused else "") + rate
+        if self.bar is not None:
+            self.bar.set_postfix_str(self.line())
+
     def line(self) -> str:
         """Counts by status, the statuses in their order: "graded 12 (0 points: 1), limit 1"."""
         parts = []
@@ -485,7 +511,7 @@ class Progress:
             if self.counts[status]:
                 zero = self.counts["0 points"] if status == GRADED else 0
                 parts.append(f"{status} {self.counts[status]}" + (f" (0 points: {zero})" if zero else ""))
-        return ", ".join(parts)
+        return ", ".join(parts + ([self.workers] if self.workers else []))
 
     def finish(self):
         if self.bar is not None:

@@ -172,6 +172,7 @@ class SubmissionResult:
     student: dict[str, str] = field(default_factory=dict)
     digest: str = ""
     measures: Measures | None = None
+    ran_on: str = ""  # the cluster worker that graded it ("host (address)"); "" for this machine's own pool
 
     @property
     def total(self) -> float:
@@ -200,7 +201,7 @@ class SubmissionResult:
                    part_titles={p: Message(**m) for p, m in d.get("part_titles", {}).items()},
                    submitted_at=d.get("submitted_at", ""), late_mark=d.get("late_mark", False),
                    student=dict(d.get("student", {})), digest=d.get("digest", ""),
-                   measures=_measures(d.get("measures")))
+                   measures=_measures(d.get("measures")), ran_on=str(d.get("ran_on", "")))
 
     def stale(self, now: Fingerprint) -> Message | None:
         """Why this result must be graded again under `now` (None: it still counts). A resubmitted notebook is
