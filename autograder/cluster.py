@@ -144,8 +144,10 @@ class ClusterPool:
         try:
             payload = future.result()
         except KilledWorker as exc:
-            self._not_graded(sub, f"the workers grading it died {exc.args[0] if exc.args else ''} times in a row; "
-                                  f"the last was {getattr(exc, 'last_worker', None) or 'unknown'}")
+            # Dask gave up after allowed-failures + 1 workers died holding it (a node failing again and again, or
+            # something in the run that takes its worker down): the TA looks, and the same command tries again.
+            last = getattr(exc.last_worker, "address", exc.last_worker)
+            self._not_graded(sub, f"{exc.allowed_failures + 1} workers died while grading it, the last {last}")
             return None
         except Exception as exc:  # the worker failed before it could judge (its copy of the lab, its kit)
             self._not_graded(sub, f"{type(exc).__name__}: {exc}")

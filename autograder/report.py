@@ -89,9 +89,10 @@ def grades_rows(results: list[SubmissionResult], parts: list[str], *,
 
     The late columns come last, so that a script reading the columns before them by position keeps working:
     when it was handed in (as the submission said, ISO 8601; empty when unknown), the points off for lateness
-    (late.assess; 0 without a policy) and `score`, the total after that penalty: what the LMS gets."""
+    (late.assess; 0 without a policy) and `score`, the total after that penalty: what the LMS gets. Then
+    `graded_on`: the cluster worker that graded it (--cluster), empty for this machine."""
     header = ["student_id", *parts, "total", "max_total", "status", "reason", "reason_ja", "seconds",
-              "submitted_at", "late_penalty", "score"]
+              "submitted_at", "late_penalty", "score", "graded_on"]
     rows = [header]
     for r in results:
         shown, total, _, max_total = shown_parts(r)
@@ -103,7 +104,7 @@ def grades_rows(results: list[SubmissionResult], parts: list[str], *,
         # Only strings that came from results get the formula guard; the numbers are ours and must stay numbers.
         rows.append([_cell(r.student_id), *points, _num(total), _num(max_total), _cell(r.status),
                      _cell(reason_en), _cell(reason_ja), f"{r.seconds:.1f}",
-                     _cell(r.submitted_at), _num(late.penalty), _num(final(r, late))])
+                     _cell(r.submitted_at), _num(late.penalty), _num(final(r, late)), _cell(r.ran_on)])
     return rows
 
 

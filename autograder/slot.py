@@ -129,6 +129,26 @@ def refusal(device: str, kit: str, datasets: tuple[str, ...]) -> str | None:
     return None
 
 
+def allocator_as_in_sandboxes() -> bool:
+    """glibc's malloc in this worker process set as the sandboxes have it (observe.MALLOC_TUNABLES).
+
+    Dask's nanny starts its workers with MALLOC_TRIM_THRESHOLD_=65536 (distributed.nanny.pre-spawn-environ), which
+    hands memory back to the system at every large free: the judge's replay of a training loop then page-faults
+    on every batch and runs at half speed. mallopt at run time undoes it however the worker was started
+    (dask worker, dask-jobqueue, a LocalCluster). False where this is not glibc."""
+    import ctypes
+
+    from .observe import MALLOC_TUNABLES
+
+    wanted = dict(item.split("=") for item in MALLOC_TUNABLES.split(":"))
+    options = {-1: wanted["glibc.malloc.trim_threshold"], -3: wanted["glibc.malloc.mmap_threshold"]}  # M_TRIM_, M_MMAP_
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return all(mallopt(option, int(value)) == 1 for option, value in options.items())
+
+
 class GradingSlot(WorkerPlugin):
     """Registered by the client on every worker, those that join later included (Dask runs setup there)."""
 
@@ -139,6 +159,12 @@ class GradingSlot(WorkerPlugin):
 
     async def setup(self, worker):
         started = time.monotonic()
+        allocator_as_in_sandboxes()
+        # Dask's statistical profiler walks every thread's stack 100 times a second, the judge's replay included:
+        # a few per cent of a grading worker's CPU, for a dashboard page nobody grading needs.
+        for name in ("profile", "profile-cycle"):
+            if name in worker.periodic_callbacks:
+                worker.periodic_callbacks[name].stop()
         why = await asyncio.to_thread(refusal, self.device, self.kit, self.datasets)
         verdict = {"worker": worker.address, "host": socket.gethostname(), "slots": worker.state.nthreads,
                    "refused": why, "seconds": round(time.monotonic() - started, 2)}
@@ -163,13 +189,15 @@ _graders: dict[tuple, tuple] = {}
 _graders_lock = threading.Lock()
 
 
-def _grader(lab: LabCopy, options: dict, slots: int):
+def _grader(lab: LabCopy, options: dict, slots: int, where: str | None = None):
     from .grade import Grader, Options
 
     key = (lab.fingerprint, tuple(sorted(options.items())), slots)
     with _graders_lock:
         if key not in _graders:
-            root = Path(tempfile.mkdtemp(prefix="autograder-lab-"))  # the sandboxes never see the worker's /tmp
+            # In the worker's own folder, which Dask removes when the worker ends, killed ones included (the next
+            # worker on the node clears it). The sandboxes never see it: they bind only what a run needs.
+            root = Path(tempfile.mkdtemp(prefix="autograder-lab-", dir=where))
             assignment = lab.unpack(root)
             grader = Grader(assignment, Options(**options, jobs=slots, require_sandbox=True))
             _graders[key] = (grader, threading.Lock(), root)
@@ -194,7 +222,7 @@ def grade_one(lab: LabCopy, options: dict, student_id: str, notebook: bytes, sou
     from .submissions import Submission
 
     worker = get_worker()
-    grader, judge_lock, _ = _grader(lab, options, max(1, worker.state.nthreads))
+    grader, judge_lock, _ = _grader(lab, options, max(1, worker.state.nthreads), worker.local_directory)
     sub = Submission(student_id=student_id, notebook=notebook, source=source)
     started = time.monotonic()
     try:

@@ -100,10 +100,8 @@ def _nothing(x):
     return x
 
 
-def _offer_slot(dask_worker=None):
-    import asyncio
-
-    asyncio.get_event_loop().create_task(dask_worker.set_resources(grading=1))
+async def _offer_slot(dask_worker=None):
+    await dask_worker.set_resources(grading=1)
 
 
 def write_class(folder: Path, n: int) -> None:

@@ -106,3 +106,24 @@ def test_the_kit_digest_covers_the_engine_and_the_shared_lab_code(tmp_path, monk
         monkeypatch.undo()
         slot.kit_digest.cache_clear()
     assert slot.kit_digest() == before and labkit.__file__
+
+
+def test_a_submission_whose_workers_keep_dying_is_left_ungraded_with_the_reason():
+    from distributed.scheduler import KilledWorker
+
+    from autograder.cluster import ClusterPool
+    from autograder.submissions import Submission
+
+    class Dead:
+        address = "tcp://10.0.0.7:40000"
+
+    class Future:
+        def result(self):
+            raise KilledWorker("grade-x", Dead(), 3)
+
+    pool = ClusterPool(client=None)
+    assert pool._outcome(Future(), Submission(student_id="ann", notebook=b"{}", source="ann.ipynb")) is None
+    [line] = pool.notes()
+    assert line.en == ("not graded: ann: 4 workers died while grading it, the last tcp://10.0.0.7:40000 (run the "
+                       "same command again to grade it)")
+    assert "採点されていません: ann" in line.ja

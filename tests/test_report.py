@@ -68,14 +68,14 @@ def test_grades_csv_rows(tmp_path):
     path = report.write_grades_csv([full(), partial(), broken()], tmp_path / "grades.csv", PARTS)
     rows = read_csv(path)
     assert rows[0] == ["student_id", "shapes", "net", "accuracy", "total", "max_total", "status", "reason",
-                       "reason_ja", "seconds", "submitted_at", "late_penalty", "score"]
+                       "reason_ja", "seconds", "submitted_at", "late_penalty", "score", "graded_on"]
     # Without a late policy nothing is taken off: the score is the total.
-    assert rows[1] == ["alice", "20", "25", "15", "60", "60", "graded", "", "", "41.2", "", "0", "60"]
+    assert rows[1] == ["alice", "20", "25", "15", "60", "60", "graded", "", "", "41.2", "", "0", "60", ""]
     assert rows[2] == ["山田 太郎", "10", "25", "2.5", "37.5", "60", "crashed", "the process exited during training",
-                       "学習中にプロセスが終了しました", "7.0", "", "0", "37.5"]
+                       "学習中にプロセスが終了しました", "7.0", "", "0", "37.5", ""]
     # The formula-looking id is defused with a leading quote; the rest of the row is untouched.
     assert rows[3] == ["'=cmd|' /C calc'!A0", "0", "0", "0", "0", "60", "invalid", "not a readable notebook",
-                       "ノートブックを読めません", "0.0", "", "0", "0"]
+                       "ノートブックを読めません", "0.0", "", "0", "0", ""]
     assert not list(tmp_path.glob(".*"))  # the temp file was renamed away
 
 
@@ -90,7 +90,7 @@ def test_csv_without_bom_and_missing_part(tmp_path):
                          max_parts={"shapes": 20.0})
     path = report.write_grades_csv([r], tmp_path / "g.csv", ["shapes", "net"], bom=False)
     assert not path.read_bytes().startswith(b"\xef\xbb\xbf")
-    assert path.read_text(encoding="utf-8").splitlines()[1] == "bob,20,,20,20,graded,,,0.0,,0,20"
+    assert path.read_text(encoding="utf-8").splitlines()[1] == "bob,20,,20,20,graded,,,0.0,,0,20,"
 
 
 # ------------------------------------------------------------------------------------------------------ summary
