@@ -97,16 +97,16 @@ class ClusterPool:
 
         now = fingerprint(assignment).digest
         lab = slot.LabCopy.of(assignment, now)
-        # Every worker, those that join later too, checks itself before it offers a slot (slot.GradingSlot).
-        self.client.register_plugin(slot.GradingSlot(options.device, slot.kit_digest(), (assignment.dataset,)),
-                                    name=slot.PLUGIN)
         settings = {"device": options.device, "threads": options.threads or 1, "fork_server": options.fork_server}
         batch = secrets.token_hex(4)
         queue = list(reversed(todo))
         owner = {}
-        finished = as_completed(loop=self.client.loop)  # this client's, not dask's default one (a caller may hold another)
         self._started = looked = time.monotonic()
         try:
+            # Every worker, those that join later too, checks itself before it offers a slot (slot.GradingSlot).
+            self.client.register_plugin(slot.GradingSlot(options.device, slot.kit_digest(), (assignment.dataset,)),
+                                        name=slot.PLUGIN)
+            finished = as_completed(loop=self.client.loop)  # this client's, not dask's default (a caller may hold another)
             while queue or owner:
                 while queue and len(owner) < self._window():
                     sub = queue.pop()
@@ -132,11 +132,17 @@ class ClusterPool:
                         future.release()
                     if outcome is not None:
                         yield outcome
+        except OSError as exc:  # distributed's CommClosedError too: the scheduler went away mid-batch
+            raise ClusterError(f"lost the Dask scheduler ({type(exc).__name__}: {exc}). Nothing was lost: the "
+                               "results saved so far are kept; run the same command again to grade the rest") from None
         finally:
-            for future in owner:
-                future.cancel()
             self._ended = time.monotonic()
-            self._look(None, final=True)
+            try:
+                for future in owner:
+                    future.cancel()
+                self._look(None, final=True)
+            except Exception as exc:  # noqa: BLE001 - a last look must not hide why the batch ended
+                log.warning("the cluster could not be asked how it ended: %s", exc)
 
     def _outcome(self, future, sub) -> SubmissionResult | None:
         from distributed import KilledWorker

@@ -127,3 +127,26 @@ def test_a_submission_whose_workers_keep_dying_is_left_ungraded_with_the_reason(
     assert line.en == ("not graded: ann: 4 workers died while grading it, the last tcp://10.0.0.7:40000 (run the "
                        "same command again to grade it)")
     assert "採点されていません: ann" in line.ja
+
+
+def test_a_scheduler_lost_mid_batch_is_a_clear_error_that_loses_nothing(tmp_path):
+    from distributed.comm.core import CommClosedError
+
+    from autograder import grade
+    from autograder.cluster import ClusterError, ClusterPool
+    from autograder.results import ResultStore
+    from autograder.submissions import Submission
+
+    class Gone:
+        loop = None
+
+        def register_plugin(self, *args, **kwargs):
+            raise CommClosedError("in <TCP (closed) ConnectionPool.register_worker_plugin local=tcp://127.0.0.1:1>")
+
+        def get_events(self, topic):
+            raise CommClosedError("closed")
+
+    subs = [Submission(student_id="ann", notebook=b"{}", source="ann.ipynb")]
+    with pytest.raises(ClusterError, match="lost the Dask scheduler .*CommClosedError.*results saved so far are kept"):
+        grade.grade(COURSE.lab("cnn_mnist"), subs, tmp_path / "out", grade.Options(), pool=ClusterPool(Gone()))
+    assert ResultStore(tmp_path / "out").load_all() == []
