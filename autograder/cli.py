@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -199,6 +200,14 @@ def _calibrate(args) -> int:
     return 0
 
 
+def _cache_root() -> Path:
+    """grade.cache_dir(), without importing torch: $AUTOGRADER_CACHE, else $XDG_CACHE_HOME/autograder, else
+    ~/.cache/autograder."""
+    if os.environ.get("AUTOGRADER_CACHE"):
+        return Path(os.environ["AUTOGRADER_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "autograder"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autograder", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (default: warnings only)")
@@ -295,6 +304,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # torch._dynamo makes its compiler cache folder as it is imported (the judge's checks import it), under
+    # TMPDIR by default: a batch leaves nothing in the temporary folder, so it goes to the kit's own cache.
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(_cache_root() / "torchinductor"))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.func(args)

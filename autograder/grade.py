@@ -420,9 +420,9 @@ def resubmitted(store: ResultStore, sub: Submission) -> Message | None:
 def cache_dir() -> Path:
     """Where the kit keeps what it can compute again: $AUTOGRADER_CACHE, else $XDG_CACHE_HOME/autograder, else
     ~/.cache/autograder."""
-    if os.environ.get("AUTOGRADER_CACHE"):
-        return Path(os.environ["AUTOGRADER_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "autograder"
+    from .cli import _cache_root
+
+    return _cache_root()
 
 
 def reference_losses(assignment: Assignment) -> list[float]:
