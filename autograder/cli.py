@@ -42,8 +42,10 @@ def _grade(args) -> int:
 
     course = Course.at(args.course)
     assignment = course.lab(args.assignment)
-    # On a cluster each worker checks CUDA for itself (slot.refusal); "auto" grades on the workers' CPUs.
-    device = (args.device if args.device != "auto" else "cpu") if args.cluster else grade.resolve_device(args.device)
+    # On a cluster each worker checks CUDA for itself (slot.refusal); "auto" grades on the workers' CPUs. The
+    # workers of --cluster local are this machine's: "auto" means what it means here.
+    elsewhere = args.cluster and args.cluster != "local"
+    device = (args.device if args.device != "auto" else "cpu") if elsewhere else grade.resolve_device(args.device)
     options = grade.Options(device=device, jobs=args.jobs, force=args.force, require_sandbox=args.require_sandbox,
                             fork_server=args.fork_server, threads=args.threads)
     found = intake.gather(Path(args.submissions), assignment=assignment.name, notebook_name=assignment.notebook,
@@ -71,7 +73,7 @@ def _pool(args, course, out: Path):
         return contextlib.nullcontext()
     from .cluster import ClusterPool
 
-    return ClusterPool.connect(args.cluster, course, logs=out / "slurm-logs")
+    return ClusterPool.connect(args.cluster, course, logs=out / "slurm-logs", jobs=args.jobs)
 
 
 def _reports(args, course, assignment, results, out: Path, found) -> None:
@@ -229,9 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: out/<assignment>)")
     p.add_argument("--db", help="nbgrader gradebook URL (default: sqlite:///<out>/gradebook.db)")
     p.add_argument("--force", action="store_true", help="grade again students already graded in --out")
-    p.add_argument("--cluster", metavar="ADDRESS|slurm",
-                   help="grade on a Dask cluster: a running scheduler's address (tcp://host:8786), or 'slurm' to "
-                        "start workers as Slurm jobs from course.toml's [cluster] table (default: this machine)")
+    p.add_argument("--cluster", metavar="ADDRESS|slurm|local",
+                   help="grade on a Dask cluster: a running scheduler's address (tcp://host:8786), 'slurm' to "
+                        "start workers as Slurm jobs from course.toml's [cluster] table, or 'local' for --jobs "
+                        "grading processes on this machine, each with a judge of its own (a machine with many "
+                        "cores or a GPU, where one judge can not keep up) (default: this machine's own pool)")
     p.add_argument("--student", action="append", metavar="ID",
                    help="grade (again) only this student; repeat for more. The reports still cover the whole class")
     _roster_option(p)

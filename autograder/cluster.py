@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import secrets
 import sys
 import time
@@ -53,9 +54,10 @@ class _Worker:
 class ClusterPool:
     """Grades on a Dask cluster's workers (grade.grade's `pool`). Use `connect`."""
 
-    def __init__(self, client, *, expected: int = 0, wait_seconds: float = ADDRESS_WAIT):
-        # expected: the workers the Slurm jobs start (0: a running cluster's, however many it has)
-        self.client, self.expected, self.wait_seconds = client, expected, wait_seconds
+    def __init__(self, client, *, expected: int = 0, wait_seconds: float = ADDRESS_WAIT, gpu_slots: int = 0):
+        # expected: the workers the Slurm jobs start (0: a running cluster's, however many it has). gpu_slots: the
+        # grading slots that share one GPU (--cluster local: all of them); 0: each worker's own.
+        self.client, self.expected, self.wait_seconds, self.gpu_slots = client, expected, wait_seconds, gpu_slots
         self._workers: dict[str, _Worker] = {}
         self._refused: dict[str, str] = {}  # worker address -> why
         self._left: list[Message] = []  # submissions not graded, and why
@@ -63,11 +65,27 @@ class ClusterPool:
 
     @classmethod
     @contextlib.contextmanager
-    def connect(cls, spec: str, course=None, logs: Path | None = None):
-        """A pool on the cluster `spec` names: "slurm" (the course's [cluster] table) or a scheduler's address
-        (tcp://host:8786). Slurm jobs this started are cancelled on the way out."""
+    def connect(cls, spec: str, course=None, logs: Path | None = None, jobs: int = 0):
+        """A pool on the cluster `spec` names: "slurm" (the course's [cluster] table), "local" (`jobs` worker
+        processes on this machine, one per core by default) or a scheduler's address (tcp://host:8786). Slurm
+        jobs and local workers this started are stopped on the way out."""
         from distributed import Client
 
+        if spec == "local":
+            from distributed import LocalCluster
+
+            # One grading slot per process: a judge each, which is the point. No Dask memory limit: the workers
+            # hold only the grader (the sandboxes have their own limits), and Dask's would count the machine's
+            # memory as theirs to share. Dask's own logs below errors: a worker stopped at the end is expected.
+            n = jobs or os.cpu_count() or 1
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, memory_limit=0,
+                                   dashboard_address=None, silence_logs=logging.ERROR)
+            try:
+                with Client(cluster) as client:
+                    yield cls(client, gpu_slots=n)
+            finally:
+                cluster.close()
+            return
         if spec == "slurm":
             settings = course.cluster
             cluster = slurm_cluster(settings, logs)
@@ -97,7 +115,8 @@ class ClusterPool:
 
         now = fingerprint(assignment).digest
         lab = slot.LabCopy.of(assignment, now)
-        settings = {"device": options.device, "threads": options.threads or 1, "fork_server": options.fork_server}
+        settings = {"device": options.device, "threads": options.threads or 1, "fork_server": options.fork_server,
+                    "gpu_slots": self.gpu_slots}
         batch = secrets.token_hex(4)
         queue = list(reversed(todo))
         owner = {}

@@ -67,7 +67,7 @@ class ForkServer:
                 p.chmod(0o755 if p.is_dir() else 0o644)
             mounts = [*mounts, Mount(self._work, "/sandbox/zygote"), *(Mount(Path(d), h) for h, d in held)]
             argv = [sys.executable, "-I", "/sandbox/zygote/zygote.py", "/sandbox/zygote/plan.json", "3"]
-            cmd = command.bwrap_argv(argv, mounts, limits, env, "/scratch", (), theirs.fileno(), False, zygote=True)
+            cmd = command.bwrap_argv(argv, mounts, limits, env, "/scratch", None, theirs.fileno(), False, zygote=True)
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
                                           pass_fds=(theirs.fileno(),), cwd="/", env={"PATH": "/usr/bin:/bin"},
                                           start_new_session=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from . import forkserver, observe, reference, replay
+from . import forkserver, harness, observe, reference, replay
 from .config import Assignment
 from .budget import Budget
 from .checks import ChecksTimedOut, CheckSession
@@ -53,6 +53,7 @@ class Options:
     require_sandbox: bool = False
     fork_server: bool = True  # where it can (forkserver.usable): one warm-up per batch, not per submission
     threads: int = 0  # torch threads per sandbox; 0: sandbox_threads decides
+    gpu_slots: int = 0  # sandboxes sharing the GPU, other graders' on the machine too (--cluster local); 0: jobs
 
     def __post_init__(self):
         if self.jobs < 0 or self.threads < 0:
@@ -102,6 +103,8 @@ class Grader:
         self.device = torch.device(options.device)
         if self.device.type == "cpu":
             torch.set_num_threads(1)  # the judge's forward passes: one core at most, the sandboxes get the rest
+        else:
+            harness.exact_float32(torch)  # as in the sandboxes
         self.reference = reference.load(assignment)
         self.probes = observe.load_probes(assignment)
         self.records = observe.schema(self.probes.RECORDS)  # what a run of this lab may write
@@ -114,10 +117,11 @@ class Grader:
         self._server_lock = threading.Lock()
         self._server = None  # the batch's fork server, started with the first run that can use it
         self._server_off = not (options.fork_server and forkserver.usable(options.device))
-        # On a GPU, the running sandboxes and the one warming up share its memory evenly.
+        # On a GPU, the running sandboxes and the one warming up share its memory evenly: one student's run that
+        # takes all it may leaves every other its share.
         self.settings = RunSettings(device=options.device,
                                     threads=options.threads or sandbox_threads(options.workers),
-                                    gpu_memory_fraction=round(0.95 / (options.workers + 1), 3),
+                                    gpu_memory_fraction=round(0.95 / ((options.gpu_slots or options.workers) + 1), 3),
                                     require_sandbox=options.require_sandbox)
 
     def cancel(self):

@@ -61,7 +61,18 @@ def prepare(plan: dict):
     torch._C._set_deterministic_algorithms(True, warn_only=True)
     if plan["device"] == "cpu":
         use_small_conv_kernels(torch)
+    else:
+        exact_float32(torch)
     return torch, warm_up(torch, plan)
+
+
+def exact_float32(torch) -> None:
+    """On a GPU, float32 arithmetic as on the CPU: no TF32. Since Ampere, cuDNN's convolutions round their inputs
+    to TF32's 10-bit mantissa by default (matrix products no longer do). The grader replays the steps a run
+    reported on the CPU (replay.py) and compares the same notebook graded with --device cpu and cuda; a
+    student's Colab T4 has no TF32 either. The grader's own forward passes on the GPU (judge.py) do the same."""
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def use_small_conv_kernels(torch) -> None:

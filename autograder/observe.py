@@ -340,10 +340,9 @@ def run(plan: dict, *, limits: Limits, data: DataDir, settings: RunSettings,
         _open_to_sandbox(work)
         mounts = [Mount(work, "/sandbox/run"), Mount(data.path, "/sandbox/data")]
         env = _sandbox_env(settings)
-        devices = [str(p) for p in sorted(Path("/dev").glob("nvidia*"))] if settings.device == "cuda" else []
         result = run_sandboxed([sys.executable, "-I", "/sandbox/run/harness.py", "/sandbox/run/plan.json"],
                                mounts=mounts, limits=limits, env=env, require_sandbox=settings.require_sandbox,
-                               devices=devices, turn=turn)
+                               gpu=settings.device == "cuda", turn=turn)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return result, parse(result.data, records)

@@ -54,10 +54,12 @@ def test_a_cluster_grades_check_for_check_as_a_local_batch(tmp_path, assignment,
     ])
     local = {r.student_id: r for r in grade.grade(assignment, subs, tmp_path / "local", grade.Options(jobs=2))}
     progress = Notes()
-    with local_cluster(2) as cluster, ClusterPool.connect(cluster.scheduler_address) as pool:
+    # The pool of `--cluster local --jobs 2`: two worker processes of this machine, started and stopped by it.
+    with ClusterPool.connect("local", jobs=2) as pool:
         remote = {r.student_id: r for r in grade.grade(assignment, subs, tmp_path / "cluster", grade.Options(jobs=2),
                                                        progress=progress, pool=pool)}
-        workers = set(cluster.scheduler.workers)
+        workers = set(pool.client.scheduler_info(n_workers=-1)["workers"])
+        assert len(workers) == 2 and pool.gpu_slots == 2
     assert set(remote) == set(local) == {s.student_id for s in subs}
     for student, mine in local.items():
         theirs = remote[student]
@@ -197,3 +199,40 @@ def test_no_scheduler_at_the_address_is_a_clear_error():
     with pytest.raises(ClusterError, match="no Dask scheduler answers at tcp://127.0.0.1:9"):
         with ClusterPool.connect("tcp://127.0.0.1:9"):
             pass
+
+
+def processes_with_env(token: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if token.encode() in (proc / "environ").read_bytes():
+                    found.append(int(proc.name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.sandbox
+@pytest.mark.slow
+def test_cluster_local_on_the_command_line_grades_on_its_own_workers_and_stops_them(tmp_path, mnist_dir):
+    # `--cluster local`: --jobs grading processes of this machine, each with its own judge, gone with the batch.
+    folder = tmp_path / "class"
+    folder.mkdir()
+    (folder / "ann.ipynb").write_text(__import__("json").dumps(mutants.filled()), encoding="utf-8")
+    mutants.write(mutants.mutant_notebook(next(m for m in mutants.MUTANTS if m.name == "missing_relu")),
+                  folder / "ben.ipynb")
+    tag = f"AUTOGRADER_TEST_TAG={os.getpid()}-{time.monotonic_ns()}"
+    env = {**os.environ, "MNIST_DIR": str(mnist_dir), tag.split("=")[0]: tag.split("=")[1]}
+    done = subprocess.run([sys.executable, "-m", "autograder.cli", "grade", str(folder), "--assignment", "cnn_mnist",
+                           "--out", str(tmp_path / "out"), "--lang", "en", "--cluster", "local", "--jobs", "2"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode in (0, 1), done.stderr[-3000:]  # 1: a student lost points
+    import csv
+
+    with (tmp_path / "out" / "grades.csv").open(encoding="utf-8-sig") as f:
+        rows = {r["student_id"]: r for r in csv.DictReader(f)}
+    assert float(rows["ann"]["total"]) == 100 and float(rows["ben"]["total"]) < 100
+    assert all(r["graded_on"] for r in rows.values()), rows  # each names the worker that graded it
+    assert "cluster: graded 2 on" in done.stdout + done.stderr
+    assert processes_with_env(tag) == []  # the workers, their fork servers and sandboxes: all gone

@@ -31,6 +31,10 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
 WALL = 45  # the corpus' sandbox wall time (s); margins below are stated against it
 MARGIN = 15
+# The corpus is graded on the CPU. On a GPU machine AUTOGRADER_TEST_DEVICE=cuda grades it there (the sandbox must
+# hold on CUDA as on the CPU: bench/gpu_proof.sh, issue 17); one case's expectation depends on it.
+DEVICE = os.environ.get("AUTOGRADER_TEST_DEVICE", "cpu")
+JOBS = os.environ.get("AUTOGRADER_TEST_JOBS", "2")
 
 
 @dataclass(frozen=True)
@@ -181,7 +185,9 @@ def build_cases():
     case(Case("code_nan_loss", "graded", "not this epoch's mean loss", "lost:training"), lambda env: replaced("train_one_epoch", "return total / batches", "return float('nan')"))
     case(Case("code_wrong_types", "graded", "(other)", "lost:shapes,evaluate"), lambda env: _wrong_types())
     case(Case("code_billion_parameters", "limit", "memory", "less"), lambda env: replaced("net", "self.fc2 = nn.Linear(16, 10)", "self.fc2 = nn.Linear(16, 10)\n        self.big = nn.Linear(40_000, 25_000)"))
-    case(Case("code_cuda_without_gpu", "graded", "RuntimeError", "lost:training,device"), lambda env: replaced("train_one_epoch", "images.to(device), labels.to(device)", "images.to('cuda'), labels.to('cuda')"))
+    case(Case("code_cuda_without_gpu", "graded", "RuntimeError", "lost:training,device") if DEVICE == "cpu" else
+         Case("code_cuda_without_gpu", "graded", points="full"),  # on a GPU, 'cuda' is where the batches belong
+         lambda env: replaced("train_one_epoch", "images.to(device), labels.to(device)", "images.to('cuda'), labels.to('cuda')"))
     # attacks
     case(Case("attack_read_secrets", "graded", points="full"), lambda env: with_cell("get_device", f"SECRETS = {env['secrets']!r}\n{READ_SECRETS}"))
     case(Case("attack_network", "graded", points="full"), lambda env: with_cell("get_device", "import socket\ntry:\n    socket.create_connection(('127.0.0.1', 9), timeout=1)\n"
@@ -297,7 +303,7 @@ def corpus(tmp_path_factory, mnist_dir):
     before = tree_digest(course), tree_digest(REPO_ROOT), sorted(p.name for p in own_tmp.iterdir())
     out = work / "out"
     run = subprocess.run([sys.executable, "-m", "autograder.cli", "grade", str(archive), "--assignment", str(course),
-                          "--out", str(out), "--lang", "en", "--jobs", "2", "--device", "cpu"],
+                          "--out", str(out), "--lang", "en", "--jobs", JOBS, "--device", DEVICE],
                          capture_output=True, text=True, cwd=work, env=environ)
     after = tree_digest(course), tree_digest(REPO_ROOT), sorted(p.name for p in own_tmp.iterdir())
     alive = survivors()
@@ -309,7 +315,7 @@ def corpus(tmp_path_factory, mnist_dir):
         if c.id in ("good_key", "good_partial"):
             (alone / f"{c.id}.ipynb").write_bytes(content_of(c, build, env))
     solo = subprocess.run([sys.executable, "-m", "autograder.cli", "grade", str(alone), "--assignment", str(course),
-                           "--out", str(work / "alone-out"), "--lang", "en", "--jobs", "2", "--device", "cpu"],
+                           "--out", str(work / "alone-out"), "--lang", "en", "--jobs", JOBS, "--device", DEVICE],
                           capture_output=True, text=True, cwd=work, env=environ)
     assert solo.returncode == 0, solo.stderr[-3000:]
     return {"run": run, "out": out, "work": work, "before": before, "after": after, "alive": alive,

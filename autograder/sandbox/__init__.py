@@ -95,9 +95,14 @@ private directory ``root`` stands in for ``/``:
 
 Pass ``require_sandbox=True`` to refuse the fallback (``SandboxUnavailable``).
 
+GPU: ``run_sandboxed(..., gpu=True)`` (``--device cuda``) adds what CUDA's driver needs of the host and
+nothing more: the ``/dev/nvidia*`` nodes, ``/sys`` read-only, the grader's ``LD_LIBRARY_PATH`` and
+``CUDA_VISIBLE_DEVICES``, and as root the device nodes' group when they are not open to everyone (``gpu``).
+
 The package, one job a module: ``limits`` (the values a run takes and gives), ``shim`` (the first program
-inside), ``command`` (bubblewrap's command line, or the fallback's), ``watchdog`` (pipes, limits, turns,
-kills) and ``launch`` (a run from start to end, and whether bubblewrap works here). The fork server uses
+inside), ``command`` (bubblewrap's command line, or the fallback's), ``gpu`` (what a CUDA run gets of the host),
+``watchdog`` (pipes, limits, turns, kills) and ``launch`` (a run from start to end, and whether bubblewrap works
+here). The fork server uses
 ``command.bwrap_argv``, ``command.pick_uid``, ``command.rlimits``, ``command.python_dirs`` and
 ``watchdog.supervise``, ``watchdog.process_tree``, ``watchdog.kill_sandbox``, ``watchdog.kill``.
 """

@@ -19,6 +19,7 @@ import sys
 from functools import lru_cache
 
 from .. import seccomp
+from .gpu import GpuAccess
 from .limits import RUN_NICE, WAIT_NICE, Limits, Mount
 from .shim import SHIM
 
@@ -94,6 +95,12 @@ def python_dirs() -> list[str]:
     return dirs
 
 
+def bound_dirs() -> tuple[str, ...]:
+    """The host folders every sandbox binds read-only (a GPU run's library folders among them need no bind of
+    their own)."""
+    return _SYSTEM_DIRS + tuple(python_dirs())
+
+
 def _base_env(env: dict[str, str] | None, home: str, tmp: str, root: str) -> dict[str, str]:
     base = {
         "PATH": f"{sys.prefix}/bin:/usr/local/bin:/usr/bin:/bin",
@@ -146,8 +153,8 @@ def _parents(path: str) -> list[str]:
     args, parts = [], path.strip("/").split("/")[:-1]
     for i in range(1, len(parts) + 1):
         parent = "/" + "/".join(parts[:i])
-        if parent in ("/scratch", "/tmp"):
-            continue  # tmpfs mounts of the sandbox's own; what lies below still needs traversable parents
+        if parent in ("/scratch", "/tmp", "/dev"):
+            continue  # mounts of the sandbox's own; what lies below still needs traversable parents
         if any(parent == d or parent.startswith(d + "/") for d in _SYSTEM_DIRS):
             break
         args += ["--perms", "0755", "--dir", parent]
@@ -159,9 +166,10 @@ def _size(mb: int) -> list[str]:
     return ["--size", str(mb << 20)] if bwrap_has("--size") else []
 
 
-def bwrap_argv(argv, mounts, limits, env, cwd, devices, data_fd, waits: bool, zygote: bool = False) -> list[str]:
-    """zygote: the command stays root, with what it needs to give each run namespaces and a uid of its own
-    (root only; see forkserver.py)."""
+def bwrap_argv(argv, mounts, limits, env, cwd, gpu: GpuAccess | None, data_fd, waits: bool,
+               zygote: bool = False) -> list[str]:
+    """gpu: what a CUDA run needs of the host (gpu.py), or None. zygote: the command stays root, with what it
+    needs to give each run namespaces and a uid of its own (root only; see forkserver.py)."""
     root = is_root()
     cmd = [shutil.which("bwrap") or "bwrap",
            "--die-with-parent",  # if the grader dies, so does the sandbox
@@ -188,11 +196,11 @@ def bwrap_argv(argv, mounts, limits, env, cwd, devices, data_fd, waits: bool, zy
     # /tmp is a tmpfs of its own, laid before the Python binds: the grader's venv may itself live under /tmp
     # (a CI checkout), and a bind there must land inside the sandbox's /tmp, not clash with it.
     cmd += ["--perms", "1777", *_size(limits.scratch_mb), "--tmpfs", "/tmp"]
-    for d in python_dirs():
+    for d in python_dirs() + list(gpu.read_only if gpu else ()):
         cmd += _parents(d) + ["--ro-bind", d, d]
     cmd += ["--proc", "/proc", "--dev", "/dev"]
-    for dev in devices:
-        cmd += ["--dev-bind", dev, dev]
+    for dev in gpu.devices if gpu else ():
+        cmd += _parents(dev) + ["--dev-bind", dev, dev]
     # /dev/shm is memory; /scratch and /tmp are the command's disk, each of scratch_mb.
     cmd += ["--perms", "1777", *_size(limits.memory_mb), "--tmpfs", "/dev/shm",
             "--perms", "1777", *_size(limits.scratch_mb), "--tmpfs", "/scratch"]
@@ -202,7 +210,7 @@ def bwrap_argv(argv, mounts, limits, env, cwd, devices, data_fd, waits: bool, zy
     # (in a user namespace): make them read-only so they can't be filled.
     cmd += ["--remount-ro", "/dev", "--remount-ro", "/"]
     cmd += ["--chdir", cwd, "--clearenv"]
-    for k, v in _base_env(env, "/scratch", "/tmp", "").items():
+    for k, v in _base_env({**(gpu.env if gpu else {}), **(env or {})}, "/scratch", "/tmp", "").items():
         cmd += ["--setenv", k, v]
     # RLIMIT_NPROC lets the command reach one task more than allowed, which the
     # watchdog sees and kills for; the rlimit only makes sure the bomb stops there.
@@ -216,11 +224,12 @@ def bwrap_argv(argv, mounts, limits, env, cwd, devices, data_fd, waits: bool, zy
         # bwrap's pid 1 shares our uid in the namespace and counts too.
         nproc = limits.processes + 2 if _kernel_at_least(5, 14) else None
     cfg = {"data_fd": data_fd, "rlimits": rlimits(limits, nproc), "nice": WAIT_NICE if waits else RUN_NICE,
-           "uid": uid, "subreaper": False, **_confinement(zygote)}
+           "uid": uid, "groups": list(gpu.groups) if gpu and uid is not None else [], "subreaper": False,
+           **_confinement(zygote)}
     return cmd + ["--", *_shim_argv(argv, cfg)]
 
 
-def fallback_argv(argv, mounts, limits, env, cwd, data_fd, root: str, waits: bool):
+def fallback_argv(argv, mounts, limits, env, cwd, gpu: GpuAccess | None, data_fd, root: str, waits: bool):
     """Command, cwd and env for running without bwrap, with `root` standing in for /."""
     prefixes = sorted({m.target.rstrip("/") for m in mounts} | {"/scratch"}, key=len, reverse=True)
 
@@ -236,9 +245,10 @@ def fallback_argv(argv, mounts, limits, env, cwd, data_fd, root: str, waits: boo
         link = root + m.target.rstrip("/")
         os.makedirs(os.path.dirname(link), exist_ok=True)
         os.symlink(os.path.abspath(m.source), link)
+    env = {**(gpu.env if gpu else {}), **(env or {})}
     full_env = {k: remap(v) for k, v in _base_env(env, "/scratch", root + "/tmp", root).items()}
     cfg = {"data_fd": data_fd, "rlimits": rlimits(limits, None), "nice": WAIT_NICE if waits else RUN_NICE,
-           "uid": None, "subreaper": True, **_confinement()}
+           "uid": None, "groups": [], "subreaper": True, **_confinement()}
     return _shim_argv([remap(a) for a in argv], cfg), remap(cwd), full_env
 
 

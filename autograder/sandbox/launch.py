@@ -17,7 +17,8 @@ from collections.abc import Callable
 from functools import lru_cache
 
 from .. import cgroup
-from .command import bwrap_argv, check_mounts_for_uid_switch, fallback_argv, is_root
+from . import gpu as gpu_access
+from .command import bound_dirs, bwrap_argv, check_mounts_for_uid_switch, fallback_argv, is_root
 from .limits import Limits, Mount, RunResult, SandboxUnavailable
 from .watchdog import kill_on_error, supervise
 
@@ -39,7 +40,7 @@ def probe() -> str | None:
     argv = [sys.executable, "-I", "-S", "-c", "import os; os.write(3, b'ok')"]
     try:
         result = _run(argv, mounts=[], limits=Limits(wall_seconds=30), env=None, cwd="/scratch",
-                      devices=(), data_bytes=16, sandboxed=True)
+                      gpu=False, data_bytes=16, sandboxed=True)
     except (OSError, ValueError) as exc:
         return f"bwrap failed to start: {exc}"
     if result.returncode != 0 or result.data != b"ok":
@@ -52,16 +53,14 @@ def bwrap_available() -> bool:
     return probe() is None
 
 
-def _run(argv, *, mounts, limits, env, cwd, devices, data_bytes, sandboxed, turn=None) -> RunResult:
+def _run(argv, *, mounts, limits, env, cwd, gpu, data_bytes, sandboxed, turn=None) -> RunResult:
     # Fail here rather than as an exit status 1 from bwrap that looks like the student's.
     for m in mounts:
         if not m.target.startswith("/"):
             raise ValueError(f"mount target must be an absolute path: {m.target!r}")
         if not os.path.exists(m.source):
             raise FileNotFoundError(f"mount source does not exist: {m.source}")
-    for dev in devices:
-        if not os.path.exists(dev):
-            raise FileNotFoundError(f"device does not exist: {dev}")
+    access = gpu_access.access(system_dirs=bound_dirs()) if gpu else None
     if sandboxed and is_root():
         check_mounts_for_uid_switch(mounts)
     data_r, data_w = os.pipe()
@@ -70,10 +69,10 @@ def _run(argv, *, mounts, limits, env, cwd, devices, data_bytes, sandboxed, turn
         # fake_root: the fallback's stand-in for "/" (unused by the real sandbox)
         with tempfile.TemporaryDirectory(prefix="sandbox-", ignore_cleanup_errors=True) as fake_root:
             if sandboxed:
-                cmd = bwrap_argv(argv, mounts, limits, env, cwd, devices, data_w, turn is not None)
+                cmd = bwrap_argv(argv, mounts, limits, env, cwd, access, data_w, turn is not None)
                 popen_cwd, popen_env = "/", {"PATH": "/usr/bin:/bin"}
             else:
-                cmd, popen_cwd, popen_env = fallback_argv(argv, mounts, limits, env, cwd, data_w,
+                cmd, popen_cwd, popen_env = fallback_argv(argv, mounts, limits, env, cwd, access, data_w,
                                                            fake_root, turn is not None)
             memcg = cgroup.create(limits.memory_mb)
             if memcg:
@@ -101,12 +100,12 @@ def _run(argv, *, mounts, limits, env, cwd, devices, data_bytes, sandboxed, turn
 
 def run_sandboxed(argv: list[str], *, mounts: list[Mount], limits: Limits,
                   env: dict[str, str] | None = None, cwd: str = "/scratch",
-                  require_sandbox: bool = False, devices: list[str] = (),
+                  require_sandbox: bool = False, gpu: bool = False,
                   data_bytes: int = 64 << 20, turn: Callable[[], bool] | None = None) -> RunResult:
     """Run `argv` in a sandbox (see the module docstring) and return what happened.
 
-    `env` is added to the minimal environment (e.g. OMP_NUM_THREADS); `devices`
-    are device nodes to expose (e.g. /dev/nvidia0); `turn`: see "Turns" above.  Raises SandboxUnavailable
+    `env` is added to the minimal environment (e.g. OMP_NUM_THREADS); `gpu`: the run may use this machine's
+    NVIDIA GPUs (gpu.py says what of the host that lets in); `turn`: see "Turns" above.  Raises SandboxUnavailable
     when bwrap can not be used and `require_sandbox` is true, and ValueError
     when (as root) a mount is not readable by the sandbox's uid.
     """
@@ -123,4 +122,4 @@ def run_sandboxed(argv: list[str], *, mounts: list[Mount], limits: Limits,
         warnings.warn(f"{FALLBACK_WARNING} ({reason})", RuntimeWarning, stacklevel=2)
         log.warning("%s (%s)", FALLBACK_WARNING, reason)
     return _run(list(argv), mounts=list(mounts), limits=limits, env=env, cwd=cwd,
-                devices=tuple(devices), data_bytes=data_bytes, sandboxed=sandboxed, turn=turn)
+                gpu=gpu, data_bytes=data_bytes, sandboxed=sandboxed, turn=turn)

@@ -18,7 +18,7 @@ for name, value in cfg["rlimits"].items():
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # kept across exec: too big a write is EFBIG
 os.nice(cfg["nice"])
 if cfg["uid"] is not None:  # root: leaving uid 0 also drops every capability
-    os.setgroups([])
+    os.setgroups(cfg["groups"])  # none, or a GPU's device nodes' groups (gpu.py)
     os.setresgid(cfg["uid"], cfg["uid"], cfg["uid"])
     os.setresuid(cfg["uid"], cfg["uid"], cfg["uid"])
 
