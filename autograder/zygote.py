@@ -178,6 +178,9 @@ def main(plan_path: str, sock_fd: int) -> None:
     torch, data = harness.prepare(warm_plan)
     sock.sendall(b"ready")
     serve(sock, warm_plan["zygote"], torch, data)
+    # The batch is over and nothing is left to report: skip the interpreter's teardown, which with torch loaded
+    # takes about 2 s, time the grader's close (and a cluster worker's, which Dask's nanny cuts at 4 s) waits.
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -223,7 +223,10 @@ def test_cluster_local_on_the_command_line_grades_on_its_own_workers_and_stops_t
     mutants.write(mutants.mutant_notebook(next(m for m in mutants.MUTANTS if m.name == "missing_relu")),
                   folder / "ben.ipynb")
     tag = f"AUTOGRADER_TEST_TAG={os.getpid()}-{time.monotonic_ns()}"
-    env = {**os.environ, "MNIST_DIR": str(mnist_dir), tag.split("=")[0]: tag.split("=")[1]}
+    own_tmp = tmp_path / "tmp"  # the batch's temporary folder: the workers' fork servers make theirs here
+    own_tmp.mkdir()
+    own_tmp.chmod(0o755)
+    env = {**os.environ, "MNIST_DIR": str(mnist_dir), tag.split("=")[0]: tag.split("=")[1], "TMPDIR": str(own_tmp)}
     done = subprocess.run([sys.executable, "-m", "autograder.cli", "grade", str(folder), "--assignment", "cnn_mnist",
                            "--out", str(tmp_path / "out"), "--lang", "en", "--cluster", "local", "--jobs", "2"],
                           capture_output=True, text=True, env=env, timeout=600)
@@ -236,3 +239,5 @@ def test_cluster_local_on_the_command_line_grades_on_its_own_workers_and_stops_t
     assert all(r["graded_on"] for r in rows.values()), rows  # each names the worker that graded it
     assert "cluster: graded 2 on" in done.stdout + done.stderr
     assert processes_with_env(tag) == []  # the workers, their fork servers and sandboxes: all gone
+    # ... and nothing of the batch is left in its temporary folder (the fork servers' and sandboxes' folders)
+    assert [p.name for p in own_tmp.iterdir() if p.name.startswith(("autograder-", "sandbox-"))] == []
